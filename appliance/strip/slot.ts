@@ -1,0 +1,43 @@
+/** Data slots: one sealed share per primary block (offset table in layout.ts). */
+import { ShareKind, tagBytes } from '../split/share-binding.ts';
+import type { SealedShare, ShareCandidate } from '../split/split.ts';
+import { assert } from '../errors.ts';
+import { slotMetaBytes } from './layout.ts';
+
+/** Writes `share` into `out` (exactly one slot); the rest of the slot is zeroed. */
+export function encodeSlot(share: SealedShare, out: Buffer): void {
+  assert(slotMetaBytes + share.body.length <= out.length, 'share does not fit its slot');
+  out.fill(0);
+  out.writeBigUInt64BE(BigInt(share.generation), 0);
+  out.writeUInt32BE(share.epoch, 8);
+  out.writeUInt8(share.keySlot, 12);
+  out.writeUInt8(share.kind, 13);
+  out.writeUInt32BE(share.body.length, 16);
+  share.body.copy(out, slotMetaBytes);
+}
+
+/**
+ * Reads one slot as a share candidate for `stripIndex`. The metadata is only a claim: the split
+ * engine authenticates it. A slot whose fields cannot even be a share comes back with
+ * generation 0 and a malformed kind, so the engine names it instead of us throwing.
+ */
+export function decodeSlot(stripIndex: number, slot: Buffer): ShareCandidate {
+  const generation = slot.readBigUInt64BE(0);
+  if (generation === 0n) {
+    const empty = slot.every((x) => x === 0);
+    if (empty) return { stripIndex, generation: 0, epoch: 0, keySlot: 0, kind: ShareKind.Data, body: Buffer.alloc(0) };
+  }
+  const bodyBytes = slot.readUInt32BE(16);
+  const kind = slot.readUInt8(13);
+  const fits = bodyBytes >= tagBytes && slotMetaBytes + bodyBytes <= slot.length;
+  return {
+    stripIndex,
+    // A non-empty slot claiming generation 0, or an absurd one, is malformed: give it a generation
+    // the engine will try (and fail) to authenticate, so it is reported rather than taken as empty.
+    generation: generation === 0n || generation > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(generation),
+    epoch: slot.readUInt32BE(8),
+    keySlot: slot.readUInt8(12),
+    kind: kind as ShareKind,
+    body: fits ? slot.subarray(slotMetaBytes, slotMetaBytes + bodyBytes) : Buffer.alloc(0),
+  };
+}
