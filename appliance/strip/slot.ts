@@ -16,6 +16,14 @@ export function encodeSlot(share: SealedShare, out: Buffer): void {
   share.body.copy(out, slotMetaBytes);
 }
 
+/** Not a share kind: makes the split engine report the share as malformed. */
+const malformedKind = 0xff as ShareKind;
+
+function isZero(buf: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
 /**
  * Reads one slot as a share candidate for `stripIndex`. The metadata is only a claim: the split
  * engine authenticates it. A slot whose fields cannot even be a share comes back with
@@ -28,8 +36,11 @@ export function decodeSlot(stripIndex: number, slot: Buffer): ShareCandidate {
     if (empty) return { stripIndex, generation: 0, epoch: 0, keySlot: 0, kind: ShareKind.Data, body: Buffer.alloc(0) };
   }
   const bodyBytes = slot.readUInt32BE(16);
-  const kind = slot.readUInt8(13);
   const fits = bodyBytes >= tagBytes && slotMetaBytes + bodyBytes <= slot.length;
+  // Reserved bytes and padding are not covered by the share's tag, so they must be exactly zero:
+  // a flipped bit there is still corruption, and is reported (as malformed) rather than ignored.
+  const clean = fits && isZero(slot, 14, 16) && isZero(slot, 20, slotMetaBytes) && isZero(slot, slotMetaBytes + bodyBytes, slot.length);
+  const kind = clean ? slot.readUInt8(13) : malformedKind;
   return {
     stripIndex,
     // A non-empty slot claiming generation 0, or an absurd one, is malformed: give it a generation
