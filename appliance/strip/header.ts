@@ -1,6 +1,6 @@
 /**
  * The strip header: session keys and volume state, encrypted under a per-strip header key that is
- * wrapped (RFC 5649) under each wrapping key allowed to open the strip — today the caller's key,
+ * wrapped (RFC 3394 AES key wrap) under each wrapping key allowed to open the strip — today the caller's key,
  * with the key manager each COI's workgroup key (the patent's many-to-one). Two copies with a
  * sequence number: a torn header write leaves the older copy intact. Offsets in layout.ts.
  */
@@ -217,7 +217,6 @@ export function decodeHeader(label: Buffer, buf: Buffer, wrappers: readonly Wrap
   if (headerBodyOffset + bodyBytes + tagBytes > buf.length) {
     fail(ErrorCode.StripTruncated, 'strip header body extends past the header', { bodyBytes });
   }
-  const sequence = u64(buf, 16, 'sequence');
   const nonce = buf.subarray(24, 24 + nonceBytes);
   const wraps: WrapEntry[] = [];
   for (let i = 0; i < wrapSlotsMax; i++) {
@@ -256,7 +255,8 @@ export function decodeHeader(label: Buffer, buf: Buffer, wrappers: readonly Wrap
     fail(ErrorCode.StripHeaderAuth, 'strip header failed authentication (tampered, corrupted, or label mismatch)');
   }
   try {
-    return { sequence, headerKey, wraps, body: decodeBody(body) };
+    // Fields are believed only once the tag has vouched for them.
+    return { sequence: u64(buf, 16, 'sequence'), headerKey, wraps, body: decodeBody(body) };
   } finally {
     body.fill(0);
   }

@@ -50,7 +50,7 @@
  * | 16     | 8             | sequence (u64): bumped on every rewrite; the newer valid copy wins |
  * | 24     | 12            | body nonce (random per rewrite)                                    |
  * | 36     | 4             | reserved, 0                                                        |
- * | 40     | 16 × 64       | wrap slots: wrapper id (16) ‖ RFC 5649 wrap of header key (40) ‖ 8 reserved; all-zero = free |
+ * | 40     | 16 × 64       | wrap slots: wrapper id (16) ‖ RFC 3394 wrap of header key (40) ‖ 8 reserved; all-zero = free |
  * | 1064   | body + 16     | AES-256-GCM(header key) of the header body, tag last               |
  *
  * The GCM associated data is the label's 160 bytes followed by header bytes [0, 1064), so the
