@@ -54,10 +54,15 @@ for (let c = 1; c < fieldSize; c++) {
   for (let x = 1; x < fieldSize; x++) mulTables[c * fieldSize + x] = gfMul(c, x);
 }
 
+const mulTableViews: readonly Uint8Array[] = Array.from({ length: fieldSize }, (_, c) =>
+  mulTables.subarray(c * fieldSize, (c + 1) * fieldSize),
+);
+
 /** The 256-entry table of x -> c*x (a shared view: do not write to it). */
 export function mulTable(c: number): Uint8Array {
-  assert(Number.isInteger(c) && c >= 0 && c < fieldSize, 'coefficient is a field element');
-  return mulTables.subarray(c * fieldSize, (c + 1) * fieldSize);
+  const table = mulTableViews[c];
+  assert(table !== undefined, 'coefficient is a field element');
+  return table;
 }
 
 /**

@@ -28,6 +28,8 @@ import { RangeLock } from './range-lock.ts';
 export const blocksPerIoMax = 256;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
 export const repairListMax = 4096;
+/** Write-zeroes and trim proceed in pieces of this many blocks (bounded memory for any length). */
+export const zeroPieceBlocks = 2048;
 /** Largest single read or write request, in bytes. */
 export const requestBytesMax = 64 * 1024 * 1024;
 
@@ -310,11 +312,20 @@ export class Volume {
     });
   }
 
-  /** Zeroes a range. Whole blocks become authenticated zero markers (no data written). */
+  /**
+   * Zeroes a range of any length (no payload, so not bound by requestBytesMax). Whole blocks
+   * become authenticated zero markers; the range is done in block-aligned pieces so memory stays
+   * bounded however large it is.
+   */
   async writeZeroes(offset: number, length: number): Promise<void> {
-    this.checkRange(offset, length);
-    if (length === 0) return;
-    await this.modify(offset, length, (blocks, start) => blocks.fill(0, start, start + length), true);
+    this.checkRange(offset, length, this.sizeBytes);
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const pieceEnd = Math.min(end, (Math.floor(at / this.blockBytes) + zeroPieceBlocks) * this.blockBytes);
+      const n = pieceEnd - at;
+      await this.modify(at, n, (blocks, start) => blocks.fill(0, start, start + n), true);
+      at = pieceEnd;
+    }
   }
 
   /** Discards a range: stripvault stores nothing for it and reads it back as zeros. */
@@ -560,12 +571,12 @@ export class Volume {
     return p;
   }
 
-  private checkRange(offset: number, length: number): void {
+  private checkRange(offset: number, length: number, lengthMax = requestBytesMax): void {
     this.checkOpen();
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.sizeBytes) {
       fail(ErrorCode.OutOfRange, `range [${offset}, +${length}) outside volume of ${this.sizeBytes} bytes`, { offset, length });
     }
-    if (length > requestBytesMax) fail(ErrorCode.OutOfRange, `request of ${length} bytes exceeds ${requestBytesMax}`, { length });
+    if (length > lengthMax) fail(ErrorCode.OutOfRange, `request of ${length} bytes exceeds ${lengthMax}`, { length });
   }
 
   private checkOpen(): void {

@@ -35,6 +35,11 @@ test('unwritten space reads as zeros; write-zeroes and trim zero partial and who
   expect.fill(0, 100, 10_100);
   expect.fill(0, 20_000, 28_192);
   t.true((await volume.read(0, 64 * 1024)).equals(expect));
+  // a range larger than any single request, with unaligned ends, in several pieces
+  await volume.write(0, randomBytes(MiB));
+  await volume.writeZeroes(1, MiB - 2);
+  const all = await volume.read(0, MiB);
+  t.true(all.subarray(1, MiB - 1).equals(Buffer.alloc(MiB - 2)));
 });
 
 test('concurrent writers to one block are serialised: no update is lost', async (t) => {
@@ -52,6 +57,7 @@ test('out-of-range and absurd requests get a typed error', async (t) => {
   await t.throwsAsync(volume.read(0, Number.MAX_SAFE_INTEGER), { code: ErrorCode.OutOfRange } as never);
   await t.throwsAsync(volume.write(MiB, Buffer.alloc(1)), { code: ErrorCode.OutOfRange } as never);
   await t.throwsAsync(volume.writeZeroes(1.5, 3), { code: ErrorCode.OutOfRange } as never);
+  await t.throwsAsync(volume.writeZeroes(4096, MiB), { code: ErrorCode.OutOfRange } as never);
   t.is((await volume.read(MiB, 0)).length, 0);
 });
 
