@@ -50,7 +50,7 @@ test('label round trip and every malformed label rejected with its own code', (t
   t.throws(() => decodeLabel(buf.subarray(0, 100)), { code: ErrorCode.StripTruncated } as never);
   t.throws(() => decodeLabel(Buffer.alloc(labelBytes)), { code: ErrorCode.StripBadMagic } as never);
   t.throws(() => decodeLabel(mutate((b) => b.writeUInt16BE(2, 8))), { code: ErrorCode.StripUnknownVersion } as never);
-  t.throws(() => decodeLabel(mutate((b) => (b[40] ^= 1))), { code: ErrorCode.StripChecksum } as never);
+  t.throws(() => decodeLabel(mutate((b) => (b[40]! ^= 1))), { code: ErrorCode.StripChecksum } as never);
   // inconsistent fields with a valid checksum: geometry, index, slot size, slot count, offsets
   t.throws(() => encodeLabel(label({ m: 4, n: 3 })), { code: ErrorCode.StripInconsistent } as never);
   t.throws(() => encodeLabel(label({ stripIndex: 3 })), { code: ErrorCode.StripInconsistent } as never);
@@ -81,7 +81,7 @@ test('header round trip; forged, truncated, foreign-key and wrong-label headers 
   t.throws(() => decodeHeader(otherLabel, buf, [w]), { code: ErrorCode.StripHeaderAuth } as never);
   for (const pos of [16, 24, 100, 1070, 1200]) {
     const forged = Buffer.from(buf);
-    forged[pos] ^= 0x40;
+    forged[pos]! ^= 0x40;
     t.throws(() => decodeHeader(labelBuf, forged, [w]), { code: ErrorCode.StripHeaderAuth } as never, `byte ${pos}`);
   }
   const huge = Buffer.from(buf);
@@ -123,7 +123,7 @@ test('a torn header write leaves the other copy; the newest valid copy wins', as
 test('status log keeps intact records in order and skips torn ones', (t) => {
   const area = Buffer.alloc(64 * 1024);
   for (let seq = 1; seq <= 5; seq++) encodeStatusRecord({ sequence: seq, atMs: 1000 + seq, code: StatusCode.Opened, arg: Buffer.alloc(0) }).copy(area, seq * 64);
-  area[3 * 64 + 20] ^= 1;
+  area[3 * 64 + 20]! ^= 1;
   const recs = decodeStatusLog(area);
   t.deepEqual(recs.map((r) => r.sequence), [1, 2, 4, 5]);
 });

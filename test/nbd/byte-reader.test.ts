@@ -1,0 +1,71 @@
+import { PassThrough } from 'node:stream';
+import test from 'ava';
+import { ErrorCode, isStripvaultError } from '../../appliance/errors.ts';
+import { ByteReader } from '../../appliance/nbd/byte-reader.ts';
+
+test('frames are reassembled across chunk boundaries', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s, 1024);
+  s.write(Buffer.from([1, 2]));
+  s.write(Buffer.from([3, 4, 5]));
+  t.deepEqual([...(await r.read(4))], [1, 2, 3, 4]);
+  s.write(Buffer.from([6]));
+  t.deepEqual([...(await r.read(2))], [5, 6]);
+  t.is((await r.read(0)).length, 0);
+});
+
+test('holds at most the read-ahead bound (plus one chunk) when nobody reads', async (t) => {
+  const s = new PassThrough({ highWaterMark: 64 });
+  const r = new ByteReader(s, 256);
+  let accepted = 0;
+  for (let i = 0; i < 100; i++) {
+    if (s.write(Buffer.alloc(64))) accepted++;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  t.true(r.bufferedBytes <= 256 + 64, `buffered ${r.bufferedBytes}`);
+  t.true(s.isPaused());
+  // the writer side saw back-pressure instead of the reader growing
+  t.true(accepted < 100);
+  await r.read(256);
+  t.false(s.isPaused());
+});
+
+test('a large frame is collected even though it exceeds the read-ahead bound', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s, 16);
+  const p = r.read(1000);
+  for (let i = 0; i < 10; i++) s.write(Buffer.alloc(100, i));
+  const b = await p;
+  t.is(b.length, 1000);
+  t.is(b[999], 9);
+});
+
+test('end of stream fails a read that cannot complete, but whole frames already buffered are served', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s);
+  s.end(Buffer.from([1, 2, 3]));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual([...(await r.read(2))], [1, 2]);
+  const e = await t.throwsAsync(r.read(2));
+  t.true(isStripvaultError(e, ErrorCode.NbdConnectionClosed));
+});
+
+test('stop() fails the pending read and drops later input', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s);
+  const p = r.read(10);
+  r.stop('done');
+  const e = await t.throwsAsync(p);
+  t.true(isStripvaultError(e, ErrorCode.NbdConnectionClosed));
+  s.write(Buffer.alloc(100));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(r.bufferedBytes, 0);
+});
+
+test('detach hands back what was read ahead', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s);
+  s.write(Buffer.from([1, 2, 3]));
+  t.deepEqual([...(await r.read(1))], [1]);
+  t.deepEqual([...r.detach()], [2, 3]);
+});
