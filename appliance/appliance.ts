@@ -1,0 +1,211 @@
+/**
+ * One appliance: the metadata store, the keys that open strips, the storage devices and the
+ * volumes over them. The CLI and the server drive everything through this object; it owns every
+ * open device and volume and closes them in order.
+ */
+import { access, mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { StorageDevice } from './device/device.ts';
+import { allocateRegion } from './device/allocation.ts';
+import { createFileDevice } from './device/file-device.ts';
+import { openDevice } from './device/open-device.ts';
+import { ErrorCode, StripvaultError, fail } from './errors.ts';
+import type { Logger } from './log.ts';
+import type { Wrapper } from './strip/header.ts';
+import { openStore, type DeviceRecord, type Store, type StoreConfig, type VolumeRecord } from './store/store.ts';
+import { Volume, stripBytesForVolume, type StripState } from './volume/volume.ts';
+
+export const storeDirName = 'store';
+
+export interface ApplianceOptions {
+  /** Where the embedded store and dev keys live. */
+  readonly dataDir: string;
+  /** Defaults to PGlite under dataDir/store. */
+  readonly store?: StoreConfig;
+  /** Keys that open strip headers (dev unseal today; the key manager's workgroup keys later). */
+  readonly wrappers: readonly Wrapper[];
+  readonly log: Logger;
+}
+
+export interface AddDeviceRequest {
+  readonly name: string;
+  readonly path: string;
+  /** Create a sparse file of this size if `path` does not exist. */
+  readonly createBytes?: number;
+}
+
+export interface CreateVolumeRequest {
+  readonly name: string;
+  readonly m: number;
+  readonly sizeBytes: number;
+  readonly blockBytes: number;
+  /** Device names or ids; N is their count. */
+  readonly devices: readonly string[];
+  /** The caller just created these devices as sparse files: skip zeroing the strip regions. */
+  readonly regionsZeroed?: boolean;
+}
+
+export class Appliance {
+  readonly dataDir: string;
+  readonly store: Store;
+  readonly log: Logger;
+  private readonly wrappers: readonly Wrapper[];
+  private readonly devices = new Map<string, StorageDevice>();
+  private readonly volumes = new Map<string, Promise<Volume>>();
+
+  private constructor(dataDir: string, store: Store, wrappers: readonly Wrapper[], log: Logger) {
+    this.dataDir = dataDir;
+    this.store = store;
+    this.wrappers = wrappers;
+    this.log = log;
+  }
+
+  static async open(opts: ApplianceOptions): Promise<Appliance> {
+    const dataDir = resolve(opts.dataDir);
+    await mkdir(dataDir, { recursive: true });
+    const config: StoreConfig = opts.store ?? { kind: 'pglite', dataDir: join(dataDir, storeDirName) };
+    const store = await openStore(config);
+    return new Appliance(dataDir, store, opts.wrappers, opts.log);
+  }
+
+  async addDevice(req: AddDeviceRequest): Promise<DeviceRecord> {
+    const path = resolve(req.path);
+    let device: StorageDevice & { kind?: string };
+    const exists = await access(path).then(
+      () => true,
+      () => false,
+    );
+    if (!exists && req.createBytes !== undefined) device = await createFileDevice(path, req.createBytes);
+    else device = await openDevice(path);
+    try {
+      const kind = (device as { kind?: 'file' | 'block' }).kind ?? 'file';
+      const record = await this.store.addDevice({ name: req.name, kind, path, sizeBytes: device.sizeBytes });
+      await this.event('device.added', record.id, { name: record.name, kind, sizeBytes: record.sizeBytes });
+      return record;
+    } finally {
+      await device.close();
+    }
+  }
+
+  async createVolume(req: CreateVolumeRequest): Promise<VolumeRecord> {
+    const records = await Promise.all(req.devices.map((d) => this.store.getDevice(d)));
+    const n = records.length;
+    const stripBytes = stripBytesForVolume(req.sizeBytes, req.blockBytes, req.m);
+    const strips = [];
+    for (let index = 0; index < n; index++) {
+      const rec = records[index]!;
+      const used = await this.store.listStripsOnDevice(rec.id);
+      strips.push({ index, deviceId: rec.id, offsetBytes: allocateRegion(rec.sizeBytes, used, stripBytes), lengthBytes: stripBytes });
+    }
+    // The record goes in first (offline): if formatting fails half way, the regions stay reserved
+    // and visible rather than silently reused.
+    const record = await this.store.createVolume({ name: req.name, m: req.m, n, sizeBytes: req.sizeBytes, blockSize: req.blockBytes, strips });
+    await this.store.setVolumeState(record.id, 'offline');
+    const locations = [];
+    for (const s of strips) locations.push({ device: await this.device(records[s.index]!), base: s.offsetBytes });
+    const volume = await Volume.create({
+      id: record.id,
+      name: req.name,
+      m: req.m,
+      n,
+      sizeBytes: req.sizeBytes,
+      blockBytes: req.blockBytes,
+      locations,
+      wrappers: this.wrappers,
+      regionsZeroed: req.regionsZeroed === true,
+      hooks: this.hooksFor(record.id),
+    });
+    await this.store.setVolumeState(record.id, 'online');
+    this.volumes.set(record.id, Promise.resolve(volume));
+    await this.event('volume.created', record.id, { name: req.name, m: req.m, n, sizeBytes: req.sizeBytes, blockBytes: req.blockBytes });
+    return this.store.getVolume(record.id);
+  }
+
+  /** Opens (once) and returns a volume by name or id. */
+  openVolume(nameOrId: string): Promise<Volume> {
+    const run = async (): Promise<Volume> => {
+      const record = await this.store.getVolume(nameOrId);
+      const cached = this.volumes.get(record.id);
+      if (cached) return cached;
+      const p = this.openRecord(record);
+      this.volumes.set(record.id, p);
+      p.catch(() => this.volumes.delete(record.id));
+      return p;
+    };
+    return run();
+  }
+
+  private async openRecord(record: VolumeRecord): Promise<Volume> {
+    const locations = [];
+    for (const s of record.strips) {
+      try {
+        const dev = await this.device(await this.store.getDevice(s.deviceId));
+        locations.push({ device: dev, base: s.offsetBytes });
+      } catch (e) {
+        if (!(e instanceof StripvaultError)) throw e;
+        this.log.log('warn', 'strip.device_unavailable', { volume: record.name, strip: s.index, code: e.code });
+        locations.push(null);
+      }
+    }
+    const volume = await Volume.open({
+      locations,
+      wrappers: this.wrappers,
+      expectId: record.id,
+      hooks: this.hooksFor(record.id),
+      generationFloor: record.generationReserved,
+    });
+    const health = volume.health();
+    await this.store.setVolumeState(record.id, health.state === 'healthy' ? 'online' : 'degraded');
+    for (const s of health.strips) if (s.state !== 'healthy') await this.store.setStripState(record.id, s.index, s.state);
+    await this.event('volume.opened', record.id, { name: record.name, state: health.state });
+    return volume;
+  }
+
+  async removeVolume(nameOrId: string): Promise<void> {
+    const record = await this.store.getVolume(nameOrId);
+    const open = this.volumes.get(record.id);
+    if (open) {
+      await (await open.catch(() => null))?.close();
+      this.volumes.delete(record.id);
+    }
+    await this.store.removeVolume(record.id);
+    await this.event('volume.removed', record.id, { name: record.name });
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.volumes.values()) await (await p.catch(() => null))?.close();
+    this.volumes.clear();
+    for (const d of this.devices.values()) await d.close().catch(() => undefined);
+    this.devices.clear();
+    await this.store.close();
+  }
+
+  private async device(record: DeviceRecord): Promise<StorageDevice> {
+    const cached = this.devices.get(record.id);
+    if (cached) return cached;
+    const dev = await openDevice(record.path, { id: record.id });
+    if (dev.sizeBytes < record.sizeBytes) {
+      await dev.close();
+      fail(ErrorCode.DeviceTooSmall, `device ${record.name} shrank from ${record.sizeBytes} to ${dev.sizeBytes} bytes`);
+    }
+    this.devices.set(record.id, dev);
+    return dev;
+  }
+
+  private hooksFor(volumeId: string) {
+    return {
+      onGenerationReserved: async (upTo: number) => {
+        await this.store.raiseGenerationReserved(volumeId, upTo);
+      },
+      onStripState: async (index: number, state: StripState, reason: string | undefined) => {
+        await this.store.setStripState(volumeId, index, state);
+        await this.event('strip.state', volumeId, { strip: index, state, reason });
+      },
+    };
+  }
+
+  private async event(kind: string, subject: string, detail: Record<string, unknown>): Promise<void> {
+    this.log.log('info', kind, { subject, ...detail });
+    await this.store.appendEvent({ kind, subject, detail });
+  }
+}

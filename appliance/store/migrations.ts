@@ -1,0 +1,129 @@
+/**
+ * The schema, as an append-only list of numbered migrations. Never edit a released migration:
+ * add the next number. Each store records what it applied in `schema_migrations`.
+ *
+ * Applying takes a transaction-scoped advisory lock first, so appliances starting together
+ * against one PostgreSQL run the migrations once, one after another; PGlite has one process
+ * and takes the lock trivially. All pending migrations commit together or not at all.
+ */
+import { assert, ErrorCode, fail } from '../errors.ts';
+import { rowInteger, rowString, type Row } from './rows.ts';
+import type { Sql } from './sql.ts';
+
+export interface Migration {
+  readonly version: number;
+  /** Recorded with the version so a store migrated by different code is noticed. */
+  readonly name: string;
+  /** One statement each: PGlite's extended protocol runs a single statement per query. */
+  readonly statements: readonly string[];
+}
+
+/** Every bigint column we read back must fit a JS number exactly. */
+const safe = (column: string): string => `CHECK (${column} BETWEEN 0 AND ${Number.MAX_SAFE_INTEGER})`;
+
+export const migrations: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'devices, volumes, strips, events',
+    statements: [
+      `CREATE TABLE devices (
+        id uuid PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        kind text NOT NULL CHECK (kind IN ('file', 'block', 'nbd')),
+        path text NOT NULL,
+        size_bytes bigint NOT NULL ${safe('size_bytes')},
+        state text NOT NULL DEFAULT 'online' CHECK (state IN ('online', 'offline', 'failed')),
+        created_at timestamptz NOT NULL DEFAULT now()
+      )`,
+      `CREATE TABLE volumes (
+        id uuid PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        m smallint NOT NULL,
+        n smallint NOT NULL,
+        size_bytes bigint NOT NULL ${safe('size_bytes')},
+        block_size integer NOT NULL CHECK (block_size > 0),
+        state text NOT NULL DEFAULT 'online' CHECK (state IN ('online', 'degraded', 'failed', 'offline')),
+        epoch bigint NOT NULL DEFAULT 0 ${safe('epoch')},
+        generation_reserved bigint NOT NULL DEFAULT 0 ${safe('generation_reserved')},
+        created_at timestamptz NOT NULL DEFAULT now(),
+        CHECK (1 <= m AND m <= n AND n <= 16)
+      )`,
+      // ON DELETE RESTRICT: a device holding strips cannot vanish under a volume.
+      `CREATE TABLE strips (
+        volume_id uuid NOT NULL REFERENCES volumes (id) ON DELETE CASCADE,
+        strip_index smallint NOT NULL CHECK (strip_index BETWEEN 0 AND 15),
+        device_id uuid NOT NULL REFERENCES devices (id) ON DELETE RESTRICT,
+        offset_bytes bigint NOT NULL ${safe('offset_bytes')},
+        length_bytes bigint NOT NULL ${safe('length_bytes')},
+        state text NOT NULL DEFAULT 'healthy' CHECK (state IN ('healthy', 'stale', 'missing', 'rebuilding', 'failed')),
+        PRIMARY KEY (volume_id, strip_index),
+        UNIQUE (volume_id, device_id)
+      )`,
+      `CREATE INDEX strips_device_id ON strips (device_id, offset_bytes)`,
+      `CREATE TABLE events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now(),
+        kind text NOT NULL,
+        subject text NOT NULL,
+        detail jsonb NOT NULL
+      )`,
+      `CREATE INDEX events_subject_id ON events (subject, id)`,
+    ],
+  },
+];
+
+export const schemaVersionLatest = migrations.length;
+
+/** pg_advisory_xact_lock key: "svmigr" in ASCII, well inside the safe-integer range. */
+export const migrationLockKey = 0x73766d696772;
+
+export interface MigrationResult {
+  readonly fromVersion: number;
+  readonly toVersion: number;
+}
+
+function checkMigrationList(list: readonly Migration[]): void {
+  list.forEach((migration, i) => {
+    assert(migration.version === i + 1, `migration ${i} has version ${migration.version}`);
+  });
+}
+
+export async function migrate(sql: Sql, list: readonly Migration[] = migrations): Promise<MigrationResult> {
+  checkMigrationList(list);
+  return await sql.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [migrationLockKey]);
+    await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const applied = await tx.query<Row>('SELECT version, name FROM schema_migrations ORDER BY version');
+    const known = list.length;
+    const versions = applied.map((row) => rowInteger(row, 'version'));
+    const newest = versions.at(-1) ?? 0;
+    if (newest > known) {
+      fail(ErrorCode.StoreMigration, `metadata store schema is version ${newest}, newer than this stripvault knows (${known}); upgrade stripvault`, {
+        storeVersion: newest,
+        knownVersion: known,
+      });
+    }
+    applied.forEach((row, i) => {
+      const expected = list[i];
+      const name = rowString(row, 'name');
+      if (versions[i] !== i + 1 || expected === undefined) {
+        fail(ErrorCode.StoreMigration, `metadata store has a gap in its migrations at version ${i + 1}`, { storeVersion: newest });
+      }
+      if (expected.name !== name) {
+        fail(ErrorCode.StoreMigration, `metadata store migration ${i + 1} is "${name}", this stripvault expects "${expected.name}"`, {
+          storeVersion: newest,
+        });
+      }
+    });
+    const fromVersion = applied.length;
+    for (const migration of list.slice(fromVersion)) {
+      for (const statement of migration.statements) await tx.query(statement);
+      await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
+    }
+    return { fromVersion, toVersion: known };
+  });
+}

@@ -1,0 +1,241 @@
+/**
+ * `stripvault` — one CLI for everything the appliance does. Usage errors exit 2, operational
+ * errors 1, each with a one-line message carrying the stable error code.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Readable, Writable } from 'node:stream';
+import { Appliance } from '../appliance/appliance.ts';
+import { ErrorCode, StripvaultError, fail } from '../appliance/errors.ts';
+import { jsonLogger, type Logger } from '../appliance/log.ts';
+import { blockBytesDefault } from '../appliance/split/geometry.ts';
+import type { StoreConfig } from '../appliance/store/store.ts';
+import { loadOrCreateDevWrapper } from '../keymgr/dev-unseal.ts';
+import { formatSize, parseSize } from './sizes.ts';
+
+/** Bytes moved per volume request by `volume read` / `volume write`. */
+export const copyChunkBytes = 4 * 1024 * 1024;
+
+export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <command>
+
+  device add NAME PATH [--create SIZE]   register a file or block device (create a sparse file of SIZE)
+  device list [--json]
+  device show NAME [--json]
+  device remove NAME
+  volume create NAME --size SIZE --devices A,B,C [--m M] [--block-size BYTES]
+  volume list [--json]
+  volume show NAME [--json]              store record plus live strip health
+  volume remove NAME
+  volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
+  volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
+  serve [--nbd HOST:PORT|unix:PATH]      run the appliance (NBD server)
+
+Environment: STRIPVAULT_DATA (default ./data), STRIPVAULT_STORE (PostgreSQL URL; default embedded PGlite).
+`;
+
+export interface CliIo {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+}
+
+class UsageError extends Error {}
+
+export async function main(argv: string[], io: CliIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const err = (s: string) => io.stderr.write(s + '\n');
+  try {
+    return await run(argv, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`stripvault: ${e.message}\n\n${usage}`);
+      return 2;
+    }
+    if (e instanceof StripvaultError) {
+      err(`stripvault: ${e.code}: ${e.message}`);
+      return e.code === ErrorCode.InvalidArgument || e.code === ErrorCode.InvalidGeometry ? 2 : 1;
+    }
+    if (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      err(`stripvault: ${e.message}\n\n${usage}`);
+      return 2;
+    }
+    err(`stripvault: internal error: ${(e as Error).stack ?? String(e)}`);
+    return 70;
+  }
+}
+
+async function run(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      data: { type: 'string' },
+      store: { type: 'string' },
+      json: { type: 'boolean' },
+      create: { type: 'string' },
+      size: { type: 'string' },
+      devices: { type: 'string' },
+      m: { type: 'string' },
+      'block-size': { type: 'string' },
+      offset: { type: 'string' },
+      length: { type: 'string' },
+      input: { type: 'string' },
+      output: { type: 'string' },
+      nbd: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [group, verb, ...rest] = positionals;
+  if (values.help || group === undefined || group === 'help') {
+    io.stdout.write(usage);
+    return 0;
+  }
+  const dataDir = values.data ?? process.env.STRIPVAULT_DATA ?? './data';
+  const storeUrl = values.store ?? process.env.STRIPVAULT_STORE;
+  const log = jsonLogger({ level: 'warn', write: (l) => io.stderr.write(l + '\n') });
+  const store: StoreConfig | undefined = storeUrl ? { kind: 'postgres', connectionString: storeUrl } : undefined;
+
+  if (group === 'serve') {
+    const { serve } = await import('./serve.ts');
+    return serve({ dataDir, store, nbd: values.nbd, io });
+  }
+
+  const appliance = await openAppliance(dataDir, store, log, io);
+  try {
+    const out = (s: string) => io.stdout.write(s + '\n');
+    const need = (x: string | undefined, what: string): string => {
+      if (x === undefined) throw new UsageError(`missing ${what}`);
+      return x;
+    };
+    const key = `${group} ${verb ?? ''}`;
+    switch (key) {
+      case 'device add': {
+        const rec = await appliance.addDevice({
+          name: need(rest[0], 'device NAME'),
+          path: need(rest[1], 'device PATH'),
+          ...(values.create ? { createBytes: parseSize(values.create, '--create') } : {}),
+        });
+        out(values.json ? JSON.stringify(rec) : `device ${rec.name} added: ${rec.kind} ${rec.path}, ${formatSize(rec.sizeBytes)}`);
+        return 0;
+      }
+      case 'device list': {
+        const list = await appliance.store.listDevices();
+        if (values.json) out(JSON.stringify(list));
+        else for (const d of list) out(`${d.name}\t${d.kind}\t${formatSize(d.sizeBytes)}\t${d.state}\t${d.path}`);
+        return 0;
+      }
+      case 'device show': {
+        const d = await appliance.store.getDevice(need(rest[0], 'device NAME'));
+        const strips = await appliance.store.listStripsOnDevice(d.id);
+        out(values.json ? JSON.stringify({ ...d, strips }) : [`name: ${d.name}`, `id: ${d.id}`, `kind: ${d.kind}`, `path: ${d.path}`, `size: ${formatSize(d.sizeBytes)}`, `state: ${d.state}`, `strips: ${strips.length}`].join('\n'));
+        return 0;
+      }
+      case 'device remove': {
+        const d = await appliance.store.getDevice(need(rest[0], 'device NAME'));
+        await appliance.store.removeDevice(d.id);
+        out(`device ${d.name} removed`);
+        return 0;
+      }
+      case 'volume create': {
+        const devices = need(values.devices, '--devices').split(',').map((s) => s.trim()).filter(Boolean);
+        const m = values.m === undefined ? Math.max(1, devices.length - 1) : Number(values.m);
+        if (!Number.isInteger(m)) throw new UsageError(`--m must be an integer, got ${values.m}`);
+        const rec = await appliance.createVolume({
+          name: need(rest[0], 'volume NAME'),
+          m,
+          sizeBytes: parseSize(need(values.size, '--size'), '--size'),
+          blockBytes: values['block-size'] ? parseSize(values['block-size'], '--block-size') : blockBytesDefault,
+          devices,
+        });
+        out(values.json ? JSON.stringify(rec) : `volume ${rec.name} created: ${rec.m}-of-${rec.n}, ${formatSize(rec.sizeBytes)}, block ${rec.blockSize}`);
+        return 0;
+      }
+      case 'volume list': {
+        const list = await appliance.store.listVolumes();
+        if (values.json) out(JSON.stringify(list));
+        else for (const v of list) out(`${v.name}\t${v.m}-of-${v.n}\t${formatSize(v.sizeBytes)}\t${v.state}\t${v.id}`);
+        return 0;
+      }
+      case 'volume show': {
+        const name = need(rest[0], 'volume NAME');
+        const rec = await appliance.store.getVolume(name);
+        let health: unknown;
+        try {
+          health = (await appliance.openVolume(name)).health();
+        } catch (e) {
+          if (!(e instanceof StripvaultError)) throw e;
+          health = { state: 'failed', error: `${e.code}: ${e.message}` };
+        }
+        if (values.json) out(JSON.stringify({ ...rec, health }));
+        else {
+          const h = health as { state: string; strips?: Array<{ index: number; state: string; reason?: string }>; repair?: unknown[] };
+          out([`name: ${rec.name}`, `id: ${rec.id}`, `geometry: ${rec.m}-of-${rec.n}`, `size: ${formatSize(rec.sizeBytes)}`, `block size: ${rec.blockSize}`, `epoch: ${rec.epoch}`, `health: ${h.state}`].join('\n'));
+          for (const s of h.strips ?? []) out(`  strip ${s.index}: ${s.state}${s.reason ? ` (${s.reason})` : ''}`);
+          if (h.repair?.length) out(`  shares needing repair: ${h.repair.length}`);
+        }
+        return 0;
+      }
+      case 'volume remove': {
+        await appliance.removeVolume(need(rest[0], 'volume NAME'));
+        out(`volume ${rest[0]} removed`);
+        return 0;
+      }
+      case 'volume write': {
+        const volume = await appliance.openVolume(need(rest[0], 'volume NAME'));
+        const input = values.input && values.input !== '-' ? createReadStream(values.input) : io.stdin;
+        let offset = values.offset ? parseSize(values.offset, '--offset') : 0;
+        let pending: Buffer[] = [];
+        let pendingBytes = 0;
+        const drain = async (all: boolean) => {
+          while (pendingBytes >= copyChunkBytes || (all && pendingBytes > 0)) {
+            const buf = Buffer.concat(pending);
+            const take = Math.min(copyChunkBytes, buf.length);
+            if (offset + take > volume.sizeBytes) fail(ErrorCode.OutOfRange, `input extends past the end of the volume (${volume.sizeBytes} bytes)`);
+            await volume.write(offset, buf.subarray(0, take));
+            offset += take;
+            pending = take < buf.length ? [buf.subarray(take)] : [];
+            pendingBytes = buf.length - take;
+          }
+        };
+        let total = 0;
+        for await (const chunk of input) {
+          const b = chunk as Buffer;
+          pending.push(b);
+          pendingBytes += b.length;
+          total += b.length;
+          await drain(false);
+        }
+        await drain(true);
+        await volume.flush();
+        io.stderr.write(`${total} bytes written\n`);
+        return 0;
+      }
+      case 'volume read': {
+        const volume = await appliance.openVolume(need(rest[0], 'volume NAME'));
+        const offset = values.offset ? parseSize(values.offset, '--offset') : 0;
+        const length = values.length ? parseSize(values.length, '--length') : volume.sizeBytes - offset;
+        if (offset > volume.sizeBytes || offset + length > volume.sizeBytes || length < 0) {
+          fail(ErrorCode.OutOfRange, `range [${offset}, +${length}) outside volume of ${volume.sizeBytes} bytes`);
+        }
+        const output = values.output && values.output !== '-' ? createWriteStream(values.output) : io.stdout;
+        for (let done = 0; done < length; ) {
+          const n = Math.min(copyChunkBytes, length - done);
+          const buf = await volume.read(offset + done, n);
+          if (!output.write(buf)) await new Promise<void>((r) => output.once('drain', () => r()));
+          done += n;
+        }
+        if (output !== io.stdout) await new Promise<void>((r, j) => output.end((e?: Error | null) => (e ? j(e) : r())));
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command "${positionals.join(' ')}"`);
+    }
+  } finally {
+    await appliance.close();
+  }
+}
+
+async function openAppliance(dataDir: string, store: StoreConfig | undefined, log: Logger, io: CliIo): Promise<Appliance> {
+  const wrapper = await loadOrCreateDevWrapper(dataDir, (m) => io.stderr.write(m + '\n'));
+  return Appliance.open({ dataDir, ...(store ? { store } : {}), wrappers: [wrapper], log });
+}
