@@ -11,6 +11,7 @@ import { createFileDevice } from './device/file-device.ts';
 import { openDevice } from './device/open-device.ts';
 import { ErrorCode, StripvaultError, fail } from './errors.ts';
 import type { Logger } from './log.ts';
+import { SplitPool, type SplitRunner } from './split/split-pool.ts';
 import type { Wrapper } from './strip/header.ts';
 import { openStore, type DeviceRecord, type Store, type StoreConfig, type VolumeRecord } from './store/store.ts';
 import { Volume, stripBytesForVolume, type StripState } from './volume/volume.ts';
@@ -25,6 +26,8 @@ export interface ApplianceOptions {
   /** Keys that open strip headers (dev unseal today; the key manager's workgroup keys later). */
   readonly wrappers: readonly Wrapper[];
   readonly log: Logger;
+  /** Threads for sealing and opening shares; default one per core. 0: on the calling thread. */
+  readonly splitWorkers?: number;
 }
 
 export interface AddDeviceRequest {
@@ -50,14 +53,16 @@ export class Appliance {
   readonly store: Store;
   readonly log: Logger;
   private readonly wrappers: readonly Wrapper[];
+  private readonly runner: SplitRunner | undefined;
   private readonly devices = new Map<string, StorageDevice>();
   private readonly volumes = new Map<string, Promise<Volume>>();
 
-  private constructor(dataDir: string, store: Store, wrappers: readonly Wrapper[], log: Logger) {
+  private constructor(dataDir: string, store: Store, wrappers: readonly Wrapper[], log: Logger, runner: SplitRunner | undefined) {
     this.dataDir = dataDir;
     this.store = store;
     this.wrappers = wrappers;
     this.log = log;
+    this.runner = runner;
   }
 
   static async open(opts: ApplianceOptions): Promise<Appliance> {
@@ -65,7 +70,8 @@ export class Appliance {
     await mkdir(dataDir, { recursive: true });
     const config: StoreConfig = opts.store ?? { kind: 'pglite', dataDir: join(dataDir, storeDirName) };
     const store = await openStore(config);
-    return new Appliance(dataDir, store, opts.wrappers, opts.log);
+    const runner = opts.splitWorkers === 0 ? undefined : new SplitPool(opts.splitWorkers);
+    return new Appliance(dataDir, store, opts.wrappers, opts.log, runner);
   }
 
   async addDevice(req: AddDeviceRequest): Promise<DeviceRecord> {
@@ -114,6 +120,7 @@ export class Appliance {
       wrappers: this.wrappers,
       regionsZeroed: req.regionsZeroed === true,
       hooks: this.hooksFor(record.id),
+      ...(this.runner ? { runner: this.runner } : {}),
     });
     await this.store.setVolumeState(record.id, 'online');
     this.volumes.set(record.id, Promise.resolve(volume));
@@ -153,6 +160,7 @@ export class Appliance {
       expectId: record.id,
       hooks: this.hooksFor(record.id),
       generationFloor: record.generationReserved,
+      ...(this.runner ? { runner: this.runner } : {}),
     });
     const health = volume.health();
     await this.store.setVolumeState(record.id, health.state === 'healthy' ? 'online' : 'degraded');
@@ -177,6 +185,7 @@ export class Appliance {
     this.volumes.clear();
     for (const d of this.devices.values()) await d.close().catch(() => undefined);
     this.devices.clear();
+    await this.runner?.close();
     await this.store.close();
   }
 

@@ -8,17 +8,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
 import { volumeIdBytes } from '../split/share-binding.ts';
-import {
-  NotEnoughSharesError,
-  openBlock,
-  sealBlock,
-  sessionKeyBytes,
-  type ShareCandidate,
-  type ShareRejection,
-} from '../split/split.ts';
+import { openBatch, type BatchGeometry, type KeyTable } from '../split/batch.ts';
+import { inlineRunner, type SplitRunner } from '../split/split-pool.ts';
+import { NotEnoughSharesError, sessionKeyBytes, type ShareRejection } from '../split/split.ts';
 import { KeySlotState, newHeader, type SessionKeySlot, type Wrapper } from '../strip/header.ts';
 import { dataOffset, keySlotsPerSection, sectionCountFor, sectionOfSlot, slotBytesFor, stripBytesFor } from '../strip/layout.ts';
-import { decodeSlot, encodeSlot } from '../strip/slot.ts';
 import { StatusCode } from '../strip/status-log.ts';
 import { Strip, type StripLocation } from '../strip/strip.ts';
 import { GenerationLedger } from './generation-ledger.ts';
@@ -26,6 +20,8 @@ import { RangeLock } from './range-lock.ts';
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
 export const blocksPerIoMax = 256;
+/** Batches smaller than this are sealed/opened on the calling thread: a worker round trip costs more. */
+export const poolBlocksMin = 4;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
 export const repairListMax = 4096;
 /** Write-zeroes and trim proceed in pieces of this many blocks (bounded memory for any length). */
@@ -79,6 +75,8 @@ export interface CreateVolumeOptions {
   /** Set when the strip regions are known to read as zeros (freshly created sparse files). */
   readonly regionsZeroed?: boolean;
   readonly hooks?: VolumeHooks;
+  /** Where seal/open batches run (a SplitPool to use every core); inline by default. */
+  readonly runner?: SplitRunner;
 }
 
 export interface OpenVolumeOptions {
@@ -90,6 +88,8 @@ export interface OpenVolumeOptions {
   readonly hooks?: VolumeHooks;
   /** The store's generation reservation, if it keeps one: the floor is the max of this and the strips'. */
   readonly generationFloor?: number;
+  /** Where seal/open batches run (a SplitPool to use every core); inline by default. */
+  readonly runner?: SplitRunner;
 }
 
 interface Member {
@@ -129,13 +129,14 @@ export class Volume {
   private readonly ledger: GenerationLedger;
   private readonly lock = new RangeLock();
   private readonly hooks: VolumeHooks;
+  private readonly runner: SplitRunner;
   private readonly repairs = new Map<string, RepairItem>();
   private repairOverflow = false;
   private closed = false;
   /** Serialises header rewrites (reservations, stale marks): they rewrite the same header copies. */
   private headerWrites: Promise<void> = Promise.resolve();
 
-  private constructor(first: Strip, members: Member[], epoch: number, floor: number, hooks: VolumeHooks) {
+  private constructor(first: Strip, members: Member[], epoch: number, floor: number, hooks: VolumeHooks, runner: SplitRunner) {
     const label = first.label;
     this.idBytes = Buffer.from(label.volumeId);
     this.id = bytesToUuid(this.idBytes);
@@ -148,6 +149,7 @@ export class Volume {
     this.epoch = epoch;
     this.members = members;
     this.hooks = hooks;
+    this.runner = runner;
     this.ledger = new GenerationLedger(floor, (upTo) => this.persistReservation(upTo));
   }
 
@@ -198,7 +200,7 @@ export class Volume {
       strips.push(strip);
     }
     const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined }));
-    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {});
+    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner);
   }
 
   static async open(opts: OpenVolumeOptions): Promise<Volume> {
@@ -260,7 +262,7 @@ export class Volume {
       const isStale = (stale & (1 << l.index)) !== 0;
       return { index: l.index, strip: l.strip, state: isStale ? 'stale' : 'healthy', reason: isStale ? 'missed writes while absent' : undefined };
     });
-    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {});
+    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner);
     for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened);
     // Reserve now, so a volume that is opened and immediately written never waits mid-request.
     await volume.ledger.take(1);
@@ -375,31 +377,23 @@ export class Volume {
     this.checkOpen();
     const targets = this.available();
     if (targets.length < this.m) this.unavailable('write');
-    const bb = this.blockBytes;
-    const count = blocks.length / bb;
+    const count = blocks.length / this.blockBytes;
     const generation = await this.ledger.take(count);
-    const out = targets.map(() => Buffer.allocUnsafe(count * this.slotBytes));
-    const position = new Map(targets.map((t, i) => [t.index, i]));
-    const targetSet = new Set(position.keys());
+    let zero: Uint8Array | null = null;
     for (let i = 0; i < count; i++) {
-      const address = first + i;
-      const shares = sealBlock({
-        volumeId: this.idBytes,
-        m: this.m,
-        n: this.n,
-        blockBytes: bb,
-        address,
-        generation: generation + i,
-        epoch: this.epoch,
-        block: isZero(i) ? null : blocks.subarray(i * bb, (i + 1) * bb),
-        sessionKey: (stripIndex) => this.activeKey(stripIndex, address, targetSet),
-      });
-      for (const share of shares) {
-        const p = position.get(share.stripIndex);
-        if (p !== undefined) encodeSlot(share, out[p]!.subarray(i * this.slotBytes, (i + 1) * this.slotBytes));
-      }
+      if (!isZero(i)) continue;
+      zero ??= new Uint8Array(count);
+      zero[i] = 1;
     }
-    const results = await Promise.allSettled(targets.map((t, p) => t.strip!.writeSlots(first, out[p]!)));
+    const out = await this.runnerFor(count).seal({
+      ...this.batchGeometry(first, count),
+      generation,
+      epoch: this.epoch,
+      blocks,
+      zero,
+      targets: targets.map((t) => t.index),
+    });
+    const results = await Promise.allSettled(targets.map((t, p) => t.strip!.writeSlots(first, asBuffer(out[p]!))));
     let ok = 0;
     for (let p = 0; p < targets.length; p++) {
       const r = results[p]!;
@@ -424,7 +418,6 @@ export class Volume {
   }
 
   private async readChunk(first: number, count: number): Promise<Buffer> {
-    const bb = this.blockBytes;
     const slotData = new Map<number, Buffer>();
     const readFrom = async (members: Member[]): Promise<void> => {
       const results = await Promise.allSettled(members.map((mem) => mem.strip!.readSlots(first, count)));
@@ -444,48 +437,68 @@ export class Volume {
       await readFrom(batch);
     }
     if (slotData.size < this.m) this.unavailable('read');
-    const out = Buffer.allocUnsafe(count * bb);
-    for (let i = 0; i < count; i++) {
-      const address = first + i;
-      let result;
-      for (;;) {
-        const complete = next >= order.length;
-        try {
-          result = openBlock({
-            volumeId: this.idBytes,
-            m: this.m,
-            n: this.n,
-            blockBytes: bb,
-            address,
-            shares: this.candidates(slotData, i),
-            sessionKey: (stripIndex, keySlot) => this.keyFor(stripIndex, address, keySlot),
-            complete,
-          });
-          break;
-        } catch (e) {
-          if (!(e instanceof NotEnoughSharesError)) throw e;
-          if (!e.needMore || complete) {
-            this.noteRejections(address, e.rejected);
-            throw e;
-          }
-          // Inconsistent or too few good shares: bring in every remaining strip once for this chunk.
-          const rest = order.slice(next);
-          next = order.length;
-          await readFrom(rest);
-        }
-      }
-      this.noteRejections(address, result.rejected);
-      result.block.copy(out, i * bb);
+    const result = await this.runnerFor(count).open({ ...this.batchGeometry(first, count), slots: [...slotData], complete: next >= order.length });
+    const out = asBuffer(result.blocks);
+    const failed = result.outcomes.filter((o) => o.failed !== undefined);
+    for (const o of result.outcomes) if (o.failed === undefined) this.noteRejections(first + o.i, o.rejected);
+    if (failed.length === 0) return out;
+
+    // Inconsistent or too few good shares for some blocks: bring in every remaining strip once,
+    // then open just those blocks again from everything there is.
+    if (next < order.length && failed.some((o) => o.failed!.needMore)) {
+      await readFrom(order.slice(next));
+      next = order.length;
+    }
+    for (const o of failed) {
+      const address = first + o.i;
+      const single = openBatch({
+        ...this.batchGeometry(address, 1),
+        slots: [...slotData].map(([strip, data]) => [strip, data.subarray(o.i * this.slotBytes, (o.i + 1) * this.slotBytes)] as const),
+        complete: true,
+      });
+      const again = single.outcomes[0];
+      if (again) this.noteRejections(address, again.rejected);
+      if (again?.failed) throw new NotEnoughSharesError(again.failed.message, again.rejected, false, address);
+      out.set(single.blocks, o.i * this.blockBytes);
     }
     return out;
   }
 
-  private candidates(slotData: Map<number, Buffer>, i: number): ShareCandidate[] {
-    const list: ShareCandidate[] = [];
-    for (const [index, data] of slotData) {
-      list.push(decodeSlot(index, data.subarray(i * this.slotBytes, (i + 1) * this.slotBytes)));
+  private runnerFor(count: number): SplitRunner {
+    // A worker round trip costs more than sealing a few blocks here.
+    return count >= poolBlocksMin ? this.runner : inlineRunner;
+  }
+
+  private batchGeometry(first: number, count: number): BatchGeometry {
+    return {
+      volumeId: this.idBytes,
+      m: this.m,
+      n: this.n,
+      blockBytes: this.blockBytes,
+      slotBytes: this.slotBytes,
+      first,
+      count,
+      keys: this.keyTable(first, count),
+    };
+  }
+
+  /** The session keys of every open strip for the sections blocks [first, first+count) fall in. */
+  private keyTable(first: number, count: number): KeyTable {
+    const sectionFirst = sectionOfSlot(first, this.slotBytes);
+    const sectionLast = sectionOfSlot(first + count - 1, this.slotBytes);
+    const keys: Array<Array<Array<Uint8Array | null>> | null> = [];
+    const active: Array<number[] | null> = [];
+    for (const mem of this.members) {
+      if (mem.strip === null) {
+        keys.push(null);
+        active.push(null);
+        continue;
+      }
+      const sections = mem.strip.header.body.sections.slice(sectionFirst, sectionLast + 1);
+      keys.push(sections.map((slots) => slots.map((k) => (k.state === KeySlotState.Empty ? null : k.key))));
+      active.push(sections.map((slots) => slots.findIndex((k) => k.state === KeySlotState.Active)));
     }
-    return list;
+    return { sectionFirst, keys, active };
   }
 
   private noteRejections(address: number, rejected: readonly ShareRejection[]): void {
@@ -498,22 +511,6 @@ export class Volume {
       }
       this.repairs.set(key, { stripIndex: r.stripIndex, address, reason: r.reason });
     }
-  }
-
-  private activeKey(stripIndex: number, address: number, targets: ReadonlySet<number>): { key: Buffer; keySlot: number } | null {
-    const strip = this.members[stripIndex]!.strip;
-    if (strip === null || !targets.has(stripIndex)) return null;
-    const slots = strip.header.body.sections[sectionOfSlot(address, this.slotBytes)]!;
-    const keySlot = slots.findIndex((s) => s.state === KeySlotState.Active);
-    assert(keySlot >= 0, 'section without an active session key');
-    return { key: slots[keySlot]!.key, keySlot };
-  }
-
-  private keyFor(stripIndex: number, address: number, keySlot: number): Buffer | undefined {
-    const strip = this.members[stripIndex]?.strip;
-    if (!strip) return undefined;
-    const slot = strip.header.body.sections[sectionOfSlot(address, this.slotBytes)]?.[keySlot];
-    return slot && slot.state !== KeySlotState.Empty ? slot.key : undefined;
   }
 
   private available(): Member[] {
@@ -588,6 +585,10 @@ export class Volume {
       strips: this.members.map((m) => ({ index: m.index, state: m.state, reason: m.reason })),
     });
   }
+}
+
+function asBuffer(a: Uint8Array): Buffer {
+  return Buffer.isBuffer(a) ? a : Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
 function rank(m: Member): number {

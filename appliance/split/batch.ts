@@ -1,0 +1,129 @@
+/**
+ * Seal and open whole runs of consecutive blocks, producing and consuming strip slot bytes. Pure
+ * (no I/O, no shared state), so the same code runs inline or in a worker of the split pool; inputs
+ * and outputs are plain typed arrays that cross a worker boundary without copying.
+ */
+import { assert } from '../errors.ts';
+import { decodeSlot, encodeSlot } from '../strip/slot.ts';
+import { sectionOfSlot } from '../strip/layout.ts';
+import { NotEnoughSharesError, openBlock, sealBlock, type ShareRejection } from './split.ts';
+
+/**
+ * Session keys of the strips for the sections a batch touches: keys[strip][section - sectionFirst][keySlot]
+ * (null where a strip or slot has none), active[strip][section - sectionFirst] the slot new writes use.
+ */
+export interface KeyTable {
+  readonly sectionFirst: number;
+  readonly keys: ReadonlyArray<ReadonlyArray<ReadonlyArray<Uint8Array | null>> | null>;
+  readonly active: ReadonlyArray<ReadonlyArray<number> | null>;
+}
+
+export interface BatchGeometry {
+  readonly volumeId: Uint8Array;
+  readonly m: number;
+  readonly n: number;
+  readonly blockBytes: number;
+  readonly slotBytes: number;
+  /** Address of the first block. */
+  readonly first: number;
+  readonly count: number;
+  readonly keys: KeyTable;
+}
+
+export interface SealBatch extends BatchGeometry {
+  /** Generation of the first block; block i gets generation + i. */
+  readonly generation: number;
+  readonly epoch: number;
+  /** count × blockBytes */
+  readonly blocks: Uint8Array;
+  /** zero[i] !== 0: block i is all zeros and becomes a zero marker. Null: none are. */
+  readonly zero: Uint8Array | null;
+  /** Strip indices to produce slots for. */
+  readonly targets: readonly number[];
+}
+
+export interface OpenBatch extends BatchGeometry {
+  /** Slot bytes (count × slotBytes) per strip that was read. */
+  readonly slots: ReadonlyArray<readonly [stripIndex: number, data: Uint8Array]>;
+  readonly complete: boolean;
+}
+
+export interface BlockOutcome {
+  readonly i: number;
+  readonly rejected: readonly ShareRejection[];
+  /** Set when the block could not be opened. */
+  readonly failed?: { readonly needMore: boolean; readonly message: string };
+}
+
+export interface OpenBatchResult {
+  /** count × blockBytes; blocks that failed are left zero. */
+  readonly blocks: Uint8Array;
+  /** Only blocks with something to say (rejections or failure). */
+  readonly outcomes: readonly BlockOutcome[];
+}
+
+function keyAt(table: KeyTable, strip: number, address: number, slotBytes: number, keySlot: number | null): { key: Uint8Array; keySlot: number } | null {
+  const sections = table.keys[strip];
+  const active = table.active[strip];
+  if (!sections || !active) return null;
+  const s = sectionOfSlot(address, slotBytes) - table.sectionFirst;
+  const slot = keySlot ?? active[s];
+  if (slot === undefined) return null;
+  const key = sections[s]?.[slot];
+  return key ? { key, keySlot: slot } : null;
+}
+
+/** Returns one buffer of count × slotBytes per target, in `targets` order. */
+export function sealBatch(b: SealBatch): Uint8Array[] {
+  // Unpooled: these may be transferred to another thread, which must not take Node's shared pool along.
+  const out = b.targets.map(() => Buffer.allocUnsafeSlow(b.count * b.slotBytes));
+  const position = new Map(b.targets.map((t, p) => [t, p]));
+  for (let i = 0; i < b.count; i++) {
+    const address = b.first + i;
+    const shares = sealBlock({
+      volumeId: b.volumeId,
+      m: b.m,
+      n: b.n,
+      blockBytes: b.blockBytes,
+      address,
+      generation: b.generation + i,
+      epoch: b.epoch,
+      block: b.zero !== null && b.zero[i] !== 0 ? null : b.blocks.subarray(i * b.blockBytes, (i + 1) * b.blockBytes),
+      sessionKey: (strip) => (position.has(strip) ? keyAt(b.keys, strip, address, b.slotBytes, null) : null),
+    });
+    assert(shares.length === b.targets.length, 'a target strip has no active session key');
+    for (const share of shares) {
+      const p = position.get(share.stripIndex)!;
+      encodeSlot(share, out[p]!.subarray(i * b.slotBytes, (i + 1) * b.slotBytes));
+    }
+  }
+  return out;
+}
+
+export function openBatch(b: OpenBatch): OpenBatchResult {
+  const blocks = Buffer.alloc(b.count * b.blockBytes);
+  const outcomes: BlockOutcome[] = [];
+  const slots = b.slots.map(([strip, data]) => [strip, Buffer.from(data.buffer, data.byteOffset, data.byteLength)] as const);
+  for (let i = 0; i < b.count; i++) {
+    const address = b.first + i;
+    const shares = slots.map(([strip, data]) => decodeSlot(strip, data.subarray(i * b.slotBytes, (i + 1) * b.slotBytes)));
+    try {
+      const r = openBlock({
+        volumeId: b.volumeId,
+        m: b.m,
+        n: b.n,
+        blockBytes: b.blockBytes,
+        address,
+        shares,
+        sessionKey: (strip, keySlot) => keyAt(b.keys, strip, address, b.slotBytes, keySlot)?.key,
+        complete: b.complete,
+      });
+      r.block.copy(blocks, i * b.blockBytes);
+      if (r.rejected.length > 0) outcomes.push({ i, rejected: r.rejected });
+    } catch (e) {
+      if (!(e instanceof NotEnoughSharesError)) throw e;
+      outcomes.push({ i, rejected: e.rejected, failed: { needMore: e.needMore, message: e.message } });
+    }
+  }
+  return { blocks, outcomes };
+}

@@ -1,0 +1,115 @@
+/**
+ * Runs seal/open batches on worker threads, so the split engine's CPU work uses every core while
+ * the main thread keeps serving NBD and driving I/O. The engine is pure, so workers share nothing
+ * but the messages: each batch carries its blocks or slots and the session keys it needs (in
+ * memory only; keys never leave the process).
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { ErrorCode, StripvaultError, assert } from '../errors.ts';
+import { openBatch, sealBatch, type OpenBatch, type OpenBatchResult, type SealBatch } from './batch.ts';
+
+export interface SplitRunner {
+  seal(batch: SealBatch): Promise<Uint8Array[]>;
+  open(batch: OpenBatch): Promise<OpenBatchResult>;
+  close(): Promise<void>;
+}
+
+/** Runs batches on the calling thread. */
+export const inlineRunner: SplitRunner = {
+  seal: async (b) => sealBatch(b),
+  open: async (b) => openBatch(b),
+  close: async () => undefined,
+};
+
+export const splitWorkersMax = 16;
+/** Batches in flight per worker before callers wait: enough to keep it busy, bounded memory. */
+export const splitQueuePerWorkerMax = 8;
+
+type Job = { id: number; op: 'seal' | 'open'; batch: SealBatch | OpenBatch };
+type Reply = { id: number; ok: true; result: Uint8Array[] | OpenBatchResult } | { id: number; ok: false; error: { message: string; code?: string } };
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, { resolve: (r: unknown) => void; reject: (e: unknown) => void }>;
+}
+
+export class SplitPool implements SplitRunner {
+  private readonly slots: Slot[] = [];
+  private readonly waiters: Array<() => void> = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(workers = Math.min(availableParallelism(), splitWorkersMax)) {
+    assert(Number.isInteger(workers) && workers >= 1 && workers <= splitWorkersMax, 'split worker count');
+    for (let i = 0; i < workers; i++) this.slots.push(this.spawn());
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  seal(batch: SealBatch): Promise<Uint8Array[]> {
+    return this.run('seal', batch) as Promise<Uint8Array[]>;
+  }
+
+  open(batch: OpenBatch): Promise<OpenBatchResult> {
+    return this.run('open', batch) as Promise<OpenBatchResult>;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    for (const s of this.slots) this.failAll(s, new StripvaultError(ErrorCode.VolumeClosed, 'split pool closed'));
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(new URL('./split-worker-entry.js', import.meta.url));
+    const slot: Slot = { worker, pending: new Map() };
+    worker.unref();
+    worker.on('message', (reply: Reply) => {
+      const p = slot.pending.get(reply.id);
+      if (!p) return;
+      slot.pending.delete(reply.id);
+      if (reply.ok) p.resolve(reply.result);
+      else p.reject(new Error(`split worker: ${reply.error.message}`));
+      this.waiters.shift()?.();
+    });
+    // A worker that dies takes its batches with it: fail them, and replace the worker.
+    const onDeath = (e: unknown) => {
+      this.failAll(slot, e instanceof Error ? e : new Error(`split worker exited: ${String(e)}`));
+      if (this.closed) return;
+      const i = this.slots.indexOf(slot);
+      if (i >= 0) this.slots[i] = this.spawn();
+    };
+    worker.on('error', onDeath);
+    worker.on('exit', (code) => {
+      if (!this.closed) onDeath(new Error(`split worker exited with code ${code}`));
+    });
+    return slot;
+  }
+
+  private failAll(slot: Slot, e: unknown): void {
+    for (const p of slot.pending.values()) p.reject(e);
+    slot.pending.clear();
+  }
+
+  private async run(op: Job['op'], batch: SealBatch | OpenBatch): Promise<unknown> {
+    for (;;) {
+      if (this.closed) throw new StripvaultError(ErrorCode.VolumeClosed, 'split pool closed');
+      const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+      if (slot.pending.size < splitQueuePerWorkerMax) {
+        const id = this.nextId++;
+        const job: Job = { id, op, batch };
+        return new Promise((resolve, reject) => {
+          slot.pending.set(id, { resolve, reject });
+          // Batches are copied (structured clone): callers keep their buffers.
+          slot.worker.postMessage(job);
+        });
+      }
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+}
