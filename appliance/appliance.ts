@@ -74,20 +74,19 @@ export class Appliance {
     return new Appliance(dataDir, store, opts.wrappers, opts.log, runner);
   }
 
-  async addDevice(req: AddDeviceRequest): Promise<DeviceRecord> {
+  /** Registers a device; `created` says whether a new (all-zero, sparse) file was made for it. */
+  async addDevice(req: AddDeviceRequest): Promise<DeviceRecord & { created: boolean }> {
     const path = resolve(req.path);
-    let device: StorageDevice & { kind?: string };
     const exists = await access(path).then(
       () => true,
       () => false,
     );
-    if (!exists && req.createBytes !== undefined) device = await createFileDevice(path, req.createBytes);
-    else device = await openDevice(path);
+    const created = !exists && req.createBytes !== undefined;
+    const device = created ? await createFileDevice(path, req.createBytes!) : await openDevice(path);
     try {
-      const kind = (device as { kind?: 'file' | 'block' }).kind ?? 'file';
-      const record = await this.store.addDevice({ name: req.name, kind, path, sizeBytes: device.sizeBytes });
-      await this.event('device.added', record.id, { name: record.name, kind, sizeBytes: record.sizeBytes });
-      return record;
+      const record = await this.store.addDevice({ name: req.name, kind: device.kind, path, sizeBytes: device.sizeBytes });
+      await this.event('device.added', record.id, { name: record.name, kind: device.kind, sizeBytes: record.sizeBytes, created });
+      return { ...record, created };
     } finally {
       await device.close();
     }
@@ -160,6 +159,7 @@ export class Appliance {
       expectId: record.id,
       hooks: this.hooksFor(record.id),
       generationFloor: record.generationReserved,
+      staleStrips: record.strips.filter((s) => s.state === 'stale').map((s) => s.index),
       ...(this.runner ? { runner: this.runner } : {}),
     });
     const health = volume.health();
@@ -203,9 +203,7 @@ export class Appliance {
 
   private hooksFor(volumeId: string) {
     return {
-      onGenerationReserved: async (upTo: number) => {
-        await this.store.raiseGenerationReserved(volumeId, upTo);
-      },
+      allocateGenerations: (min: number, count: number) => this.store.allocateGenerations(volumeId, min, count),
       onStripState: async (index: number, state: StripState, reason: string | undefined) => {
         await this.store.setStripState(volumeId, index, state);
         await this.event('strip.state', volumeId, { strip: index, state, reason });

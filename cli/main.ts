@@ -2,7 +2,7 @@
  * `stripvault` — one CLI for everything the appliance does. Usage errors exit 2, operational
  * errors 1, each with a one-line message carrying the stable error code.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { Appliance } from '../appliance/appliance.ts';
@@ -138,7 +138,10 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       }
       case 'volume create': {
         const devices = need(values.devices, '--devices').split(',').map((s) => s.trim()).filter(Boolean);
-        const m = values.m === undefined ? Math.max(1, devices.length - 1) : Number(values.m);
+        // M-1 stolen disks must yield nothing, so M = 1 is never chosen silently: with fewer than three
+        // devices the operator says what they want.
+        if (values.m === undefined && devices.length < 3) throw new UsageError('with fewer than three devices, give --m explicitly');
+        const m = values.m === undefined ? devices.length - 1 : Number(values.m);
         if (!Number.isInteger(m)) throw new UsageError(`--m must be an integer, got ${values.m}`);
         const rec = await appliance.createVolume({
           name: need(rest[0], 'volume NAME'),
@@ -182,7 +185,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       }
       case 'volume write': {
         const volume = await appliance.openVolume(need(rest[0], 'volume NAME'));
-        const input = values.input && values.input !== '-' ? createReadStream(values.input) : io.stdin;
+        const input = values.input && values.input !== '-' ? await openInput(values.input) : io.stdin;
         let offset = values.offset ? parseSize(values.offset, '--offset') : 0;
         let pending: Buffer[] = [];
         let pendingBytes = 0;
@@ -217,15 +220,8 @@ async function run(argv: string[], io: CliIo): Promise<number> {
         if (offset > volume.sizeBytes || offset + length > volume.sizeBytes || length < 0) {
           fail(ErrorCode.OutOfRange, `range [${offset}, +${length}) outside volume of ${volume.sizeBytes} bytes`);
         }
-        const output = values.output && values.output !== '-' ? createWriteStream(values.output) : io.stdout;
-        for (let done = 0; done < length; ) {
-          const n = Math.min(copyChunkBytes, length - done);
-          const buf = await volume.read(offset + done, n);
-          if (!output.write(buf)) await new Promise<void>((r) => output.once('drain', () => r()));
-          done += n;
-        }
-        if (output !== io.stdout) await new Promise<void>((r, j) => output.end((e?: Error | null) => (e ? j(e) : r())));
-        return 0;
+        const output = values.output && values.output !== '-' ? await openOutput(values.output) : io.stdout;
+        return copyOut(output, output !== io.stdout, length, (at, n) => volume.read(offset + at, n));
       }
       default:
         throw new UsageError(`unknown command "${positionals.join(' ')}"`);
@@ -233,6 +229,58 @@ async function run(argv: string[], io: CliIo): Promise<number> {
   } finally {
     await appliance.close();
   }
+}
+
+async function openInput(path: string): Promise<Readable> {
+  try {
+    const fh = await open(path, 'r');
+    return fh.createReadStream();
+  } catch (e) {
+    fail(ErrorCode.InvalidArgument, `cannot read input ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+async function openOutput(path: string): Promise<Writable> {
+  try {
+    const fh = await open(path, 'w');
+    return fh.createWriteStream();
+  } catch (e) {
+    fail(ErrorCode.InvalidArgument, `cannot write output ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+/**
+ * Streams `length` bytes to `output` in chunks, respecting back-pressure. A reader that goes away
+ * (EPIPE, e.g. `| head`) ends the copy quietly; any other output error is a clear failure.
+ */
+async function copyOut(output: Writable, close: boolean, length: number, read: (at: number, n: number) => Promise<Buffer>): Promise<number> {
+  let failure: NodeJS.ErrnoException | null = null;
+  const onError = (e: NodeJS.ErrnoException) => (failure ??= e);
+  output.on('error', onError);
+  try {
+    for (let done = 0; done < length && failure === null; ) {
+      const n = Math.min(copyChunkBytes, length - done);
+      const buf = await read(done, n);
+      if (!output.write(buf)) {
+        await new Promise<void>((resolve) => {
+          const settle = () => {
+            output.off('drain', settle);
+            output.off('error', settle);
+            resolve();
+          };
+          output.once('drain', settle);
+          output.once('error', settle);
+        });
+      }
+      done += n;
+    }
+    if (close && failure === null) await new Promise<void>((resolve) => output.end(() => resolve()));
+  } finally {
+    output.off('error', onError);
+  }
+  const f = failure as NodeJS.ErrnoException | null;
+  if (f === null || f.code === 'EPIPE') return 0;
+  fail(ErrorCode.InvalidArgument, `cannot write output: ${f.code ?? f.message}`);
 }
 
 async function openAppliance(dataDir: string, store: StoreConfig | undefined, log: Logger, io: CliIo): Promise<Appliance> {

@@ -59,8 +59,9 @@ export async function ensureEmbeddedDefault(appliance: Appliance, log: Logger): 
   for (let i = 0; i < defaultGeometry.n; i++) {
     const name = `local-${i}`;
     if (!existing.has(name)) {
-      await appliance.addDevice({ name, path: join(stripDir, `strip-${i}.img`), createBytes: deviceBytes });
-      created++;
+      // Only a file made just now is known to read as zeros; a leftover one gets zeroed.
+      const rec = await appliance.addDevice({ name, path: join(stripDir, `strip-${i}.img`), createBytes: deviceBytes });
+      if (rec.created) created++;
     }
     names.push(name);
   }

@@ -34,9 +34,18 @@ export interface NbdServer {
 /** Dead peers without a FIN (cable pulled, VM gone) are found by TCP keepalive after this long idle. */
 const keepAliveIdleMs = 30_000;
 
+/** Loopback by address, never by a name that merely looks like one (e.g. "127.evil.example"). */
 export function isLoopback(host: string): boolean {
   const h = host.toLowerCase();
-  return h === 'localhost' || h === '::1' || h.startsWith('127.') || h.startsWith('::ffff:127.');
+  if (h === 'localhost') return true;
+  switch (net.isIP(h)) {
+    case 4:
+      return h.startsWith('127.');
+    case 6:
+      return h === '::1' || (h.startsWith('::ffff:') && net.isIPv4(h.slice(7)) && h.slice(7).startsWith('127.'));
+    default:
+      return false;
+  }
 }
 
 export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer> {

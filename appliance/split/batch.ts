@@ -46,6 +46,8 @@ export interface OpenBatch extends BatchGeometry {
   /** Slot bytes (count × slotBytes) per strip that was read. */
   readonly slots: ReadonlyArray<readonly [stripIndex: number, data: Uint8Array]>;
   readonly complete: boolean;
+  /** Strips known to have missed writes (see OpenRequest.stale). */
+  readonly stale?: readonly number[];
 }
 
 export interface BlockOutcome {
@@ -117,6 +119,7 @@ export function openBatch(b: OpenBatch): OpenBatchResult {
         shares,
         sessionKey: (strip, keySlot) => keyAt(b.keys, strip, address, b.slotBytes, keySlot)?.key,
         complete: b.complete,
+        ...(b.stale ? { stale: b.stale } : {}),
       });
       r.block.copy(blocks, i * b.blockBytes);
       if (r.rejected.length > 0) outcomes.push({ i, rejected: r.rejected });

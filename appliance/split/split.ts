@@ -180,6 +180,12 @@ export interface OpenRequest {
   readonly complete: boolean;
   /** Authenticate every candidate, not just the M used (scrub). */
   readonly verifyAll?: boolean;
+  /**
+   * Strips known to have missed writes. Their shares count for the newest authentic generation,
+   * but never toward rolling back past a newer one: an old share on a strip that was away says
+   * nothing about whether the newer write completed.
+   */
+  readonly stale?: readonly number[];
 }
 
 export interface OpenResult {
@@ -273,8 +279,10 @@ export function openBlock(req: OpenRequest): OpenResult {
   const generations = [...byGeneration.keys()].sort((a, b) => b - a);
   const incomplete: Verified[] = [];
   let winner: { generation: number; verified: Verified[] } | null = null;
+  const stale = new Set(req.stale ?? []);
   for (const generation of generations) {
-    const group = byGeneration.get(generation)!.sort((a, b) => a.stripIndex - b.stripIndex);
+    let group = byGeneration.get(generation)!.sort((a, b) => a.stripIndex - b.stripIndex);
+    if (incomplete.length > 0) group = group.filter((c) => !stale.has(c.stripIndex));
     if (generation === 0) {
       winner = { generation, verified: group.map((candidate) => ({ candidate, fragment: Buffer.alloc(0) })) };
       if (winner.verified.length >= m) break;

@@ -87,6 +87,11 @@ export class Store {
   }
 
   /** Sets max(current, value) and returns it. */
+  /** Atomically reserves [end - count, end) above `min` and every earlier range; returns end. */
+  allocateGenerations(volumeId: string, min: number, count: number): Promise<number> {
+    return volumes.allocateGenerations(this.#sql, volumeId, min, count);
+  }
+
   raiseGenerationReserved(volumeId: string, value: number): Promise<number> {
     return volumes.raiseGenerationReserved(this.#sql, volumeId, value);
   }

@@ -268,6 +268,24 @@ export async function raiseGenerationReserved(sql: Sql, volumeId: string, value:
 }
 
 /**
+ * Hands out a range of `count` generations starting at or above `min` and above every range handed
+ * out before, atomically: two appliances that open the same volume get disjoint ranges, so share
+ * nonces never repeat between them. Returns the exclusive end; the range is [end - count, end).
+ */
+export async function allocateGenerations(sql: Sql, volumeId: string, min: number, count: number): Promise<number> {
+  const id = checkUuid(volumeId, 'volume.id');
+  const floor = checkInteger(min, 'generation.min', 0);
+  const n = checkInteger(count, 'generation.count', 1);
+  const rows = await sql.query<Row>(
+    'UPDATE volumes SET generation_reserved = GREATEST(generation_reserved, $2) + $3 WHERE id = $1 RETURNING generation_reserved',
+    [id, floor, n],
+  );
+  const row = rows[0];
+  if (row === undefined) notFound(id);
+  return rowInteger(row, 'generation_reserved');
+}
+
+/**
  * Failover's fence: only the appliance that read epoch `expected` can move it to `next`, and
  * epochs only go up. Returns false if someone else moved it first.
  */

@@ -233,7 +233,9 @@ export function decodeHeader(label: Buffer, buf: Buffer, wrappers: readonly Wrap
     const entry = wraps.find((e) => e.wrapperId.equals(w.id));
     if (entry === undefined) continue;
     try {
-      headerKey = Buffer.from(unwrapKey(w.key, entry.wrapped));
+      const raw = unwrapKey(w.key, entry.wrapped);
+      headerKey = Buffer.from(raw);
+      raw.fill(0);
       break;
     } catch (e) {
       if (!(e instanceof StripvaultError)) throw e;

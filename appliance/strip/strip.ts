@@ -91,11 +91,19 @@ export class Strip {
     return new Strip(loc, labelBuf, label, best, lastSeq);
   }
 
-  /** Persists the in-memory header into the older copy, so a torn write leaves the newer intact. */
+  /**
+   * Makes the in-memory header durable in both copies, one after the other with a flush between:
+   * a crash tears at most the copy being written while the other holds either the previous or the
+   * new header, and once this returns no copy is older than what the caller goes on to rely on (a
+   * generation reservation must never be lost to a damaged newest copy).
+   */
   async writeHeader(): Promise<void> {
-    this.header.sequence += 1;
-    const copy = this.header.sequence % headerCopies;
-    await this.device.write(this.base + headerOffset + copy * headerBytes, encodeHeader(this.labelBytes, this.header));
+    for (let i = 0; i < headerCopies; i++) {
+      this.header.sequence += 1;
+      const copy = this.header.sequence % headerCopies;
+      await this.device.write(this.base + headerOffset + copy * headerBytes, encodeHeader(this.labelBytes, this.header));
+      await this.device.flush();
+    }
   }
 
   /** Raw bytes of `count` consecutive slots starting at slot `first`. */

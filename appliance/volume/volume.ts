@@ -7,15 +7,15 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
-import { volumeIdBytes } from '../split/share-binding.ts';
+import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
 import { openBatch, type BatchGeometry, type KeyTable } from '../split/batch.ts';
 import { inlineRunner, type SplitRunner } from '../split/split-pool.ts';
 import { NotEnoughSharesError, sessionKeyBytes, type ShareRejection } from '../split/split.ts';
 import { KeySlotState, newHeader, type SessionKeySlot, type Wrapper } from '../strip/header.ts';
-import { dataOffset, keySlotsPerSection, sectionCountFor, sectionOfSlot, slotBytesFor, stripBytesFor } from '../strip/layout.ts';
+import { dataOffset, keySlotsPerSection, sectionCountFor, sectionOfSlot, sectionsMax, slotBytesFor, stripBytesFor } from '../strip/layout.ts';
 import { StatusCode } from '../strip/status-log.ts';
 import { Strip, type StripLocation } from '../strip/strip.ts';
-import { GenerationLedger } from './generation-ledger.ts';
+import { GenerationLedger, type GenerationRange } from './generation-ledger.ts';
 import { RangeLock } from './range-lock.ts';
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
@@ -55,7 +55,11 @@ export interface VolumeHealth {
 
 /** Hooks for whoever keeps volume state outside the strips (the metadata store). */
 export interface VolumeHooks {
-  onGenerationReserved?(reservedUpTo: number): Promise<void>;
+  /**
+   * Atomically reserves `count` generations at or above `min` and above anything reserved before,
+   * returning the exclusive end. With a shared store this keeps two openers' nonces apart.
+   */
+  allocateGenerations?(min: number, count: number): Promise<number>;
   onStripState?(index: number, state: StripState, reason: string | undefined): void | Promise<void>;
 }
 
@@ -88,6 +92,8 @@ export interface OpenVolumeOptions {
   readonly hooks?: VolumeHooks;
   /** The store's generation reservation, if it keeps one: the floor is the max of this and the strips'. */
   readonly generationFloor?: number;
+  /** Strips the store knows missed writes (the strips' own headers may not all say so). */
+  readonly staleStrips?: readonly number[];
   /** Where seal/open batches run (a SplitPool to use every core); inline by default. */
   readonly runner?: SplitRunner;
 }
@@ -97,6 +103,8 @@ interface Member {
   strip: Strip | null;
   state: StripState;
   reason: string | undefined;
+  /** Every generation below this is durably reserved in this strip's header: only those may be written to it. */
+  durableReserved: number;
 }
 
 export function uuidToBytes(id: string): Buffer {
@@ -133,6 +141,8 @@ export class Volume {
   private readonly repairs = new Map<string, RepairItem>();
   private repairOverflow = false;
   private closed = false;
+  /** Set when close() starts: new requests are refused while in-flight ones drain. */
+  private closing = false;
   /** Serialises header rewrites (reservations, stale marks): they rewrite the same header copies. */
   private headerWrites: Promise<void> = Promise.resolve();
 
@@ -150,7 +160,7 @@ export class Volume {
     this.members = members;
     this.hooks = hooks;
     this.runner = runner;
-    this.ledger = new GenerationLedger(floor, (upTo) => this.persistReservation(upTo));
+    this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
   }
 
   static async create(opts: CreateVolumeOptions): Promise<Volume> {
@@ -173,6 +183,10 @@ export class Volume {
     const slotBytes = slotBytesFor(blockBytes, m);
     const stripBytes = stripBytesFor(slotCount, blockBytes, m);
     const sections = sectionCountFor(slotCount, slotBytes);
+    // Checked before anything is written: a format that cannot finish must not start zeroing.
+    if (slotCount - 1 > addressMax || sections > sectionsMax) {
+      fail(ErrorCode.OutOfRange, `volume of ${opts.sizeBytes} bytes exceeds what a strip can address`, { slotCount, sections });
+    }
     const originId = opts.originId ?? randomBytes(16);
     const createdAtMs = Date.now();
     const strips: Strip[] = [];
@@ -199,7 +213,7 @@ export class Volume {
       await strip.appendStatus(StatusCode.Created);
       strips.push(strip);
     }
-    const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined }));
+    const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1 }));
     return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner);
   }
 
@@ -212,7 +226,14 @@ export class Volume {
         continue;
       }
       try {
-        loaded.push({ index, strip: await Strip.load(loc, opts.wrappers) });
+        const strip = await Strip.load(loc, opts.wrappers);
+        const lab = strip.label;
+        const body = strip.header.body;
+        // The header is authentic, so a disagreement here is a writer's bug: keep the strip out.
+        if (body.volumeBytes !== lab.slotCount * lab.blockBytes || body.sections.length !== sectionCountFor(lab.slotCount, lab.slotBytes)) {
+          fail(ErrorCode.StripInconsistent, 'strip header disagrees with its label (volume size or key sections)');
+        }
+        loaded.push({ index, strip });
       } catch (e) {
         if (!(e instanceof StripvaultError)) throw e;
         loaded.push({ index, strip: null, reason: `${e.code}: ${e.message}` });
@@ -249,6 +270,7 @@ export class Volume {
       });
     }
     let stale = 0;
+    for (const i of opts.staleStrips ?? []) stale |= 1 << i;
     let epoch = 0;
     let floor = opts.generationFloor ?? 0;
     for (const l of present) {
@@ -258,24 +280,48 @@ export class Volume {
       floor = Math.max(floor, b.generationReserved);
     }
     const members = loaded.map((l): Member => {
-      if (l.strip === null) return { index: l.index, strip: null, state: 'missing', reason: l.reason };
+      if (l.strip === null) return { index: l.index, strip: null, state: 'missing', reason: l.reason, durableReserved: 0 };
       const isStale = (stale & (1 << l.index)) !== 0;
-      return { index: l.index, strip: l.strip, state: isStale ? 'stale' : 'healthy', reason: isStale ? 'missed writes while absent' : undefined };
+      return {
+        index: l.index,
+        strip: l.strip,
+        state: isStale ? 'stale' : 'healthy',
+        reason: isStale ? 'missed writes while absent' : undefined,
+        durableReserved: l.strip.header.body.generationReserved,
+      };
     });
     const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner);
-    for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened);
+    // A strip that cannot take even its status record is failed, not a reason to refuse the volume.
+    for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened).catch((e: unknown) => volume.markFailed(mem, e));
+    if (volume.available().length < ref.m) volume.unavailable('open');
     // Reserve now, so a volume that is opened and immediately written never waits mid-request.
     await volume.ledger.take(1);
     return volume;
   }
 
-  /** Releases nothing on the devices (the caller owns them); flushes and refuses further I/O. */
+  /**
+   * Refuses new requests, waits for in-flight ones, flushes, and forgets the keys. Releases nothing
+   * on the devices (the caller owns them).
+   */
   async close(): Promise<void> {
-    if (this.closed) return;
-    await this.flush().catch(() => undefined);
-    for (const mem of this.available()) await mem.strip!.appendStatus(StatusCode.Closed).catch(() => undefined);
-    await this.flush().catch(() => undefined);
-    this.closed = true;
+    if (this.closing) return;
+    this.closing = true;
+    // Every request holds a range lock: the whole volume, exclusively, means none is left running.
+    const release = await this.lock.acquire(0, this.sizeBytes / this.blockBytes - 1, 'exclusive');
+    try {
+      await this.headerWrites;
+      await this.flush(true).catch(() => undefined);
+      for (const mem of this.available()) await mem.strip!.appendStatus(StatusCode.Closed).catch(() => undefined);
+      await this.flush(true).catch(() => undefined);
+    } finally {
+      this.closed = true;
+      release();
+    }
+    for (const mem of this.members) {
+      if (mem.strip === null) continue;
+      mem.strip.header.headerKey.fill(0);
+      for (const section of mem.strip.header.body.sections) for (const slot of section) slot.key.fill(0);
+    }
   }
 
   health(): VolumeHealth {
@@ -336,8 +382,8 @@ export class Volume {
   }
 
   /** Makes every acknowledged write durable on the strips' storage. */
-  async flush(): Promise<void> {
-    this.checkOpen();
+  async flush(closing = false): Promise<void> {
+    if (!closing) this.checkOpen();
     await this.onEachAvailable((strip) => strip.flush(), 'flush');
   }
 
@@ -374,11 +420,14 @@ export class Volume {
   }
 
   private async writeBlocks(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
-    this.checkOpen();
-    const targets = this.available();
-    if (targets.length < this.m) this.unavailable('write');
+    this.checkNotClosed();
+    if (this.available().length < this.m) this.unavailable('write');
     const count = blocks.length / this.blockBytes;
     const generation = await this.ledger.take(count);
+    // Chosen after the reservation: only strips whose header durably covers these generations may
+    // take them, or a strip reopened without the others could see the same nonce again.
+    const targets = this.available().filter((t) => t.durableReserved >= generation + count);
+    if (targets.length < this.m) this.unavailable('write');
     let zero: Uint8Array | null = null;
     for (let i = 0; i < count; i++) {
       if (!isZero(i)) continue;
@@ -408,7 +457,7 @@ export class Volume {
 
   /** Reads and opens `count` blocks from `first`; returns count × blockBytes bytes. */
   private async readBlocks(first: number, count: number): Promise<Buffer> {
-    this.checkOpen();
+    this.checkNotClosed();
     const out = Buffer.allocUnsafe(count * this.blockBytes);
     for (let done = 0; done < count; done += blocksPerIoMax) {
       const n = Math.min(blocksPerIoMax, count - done);
@@ -430,14 +479,25 @@ export class Volume {
     // The cheapest M: healthy strips first, data-fragment strips (index < M) first among them, since
     // the systematic code then needs no decoding. Stale strips only if nothing else is left.
     const order = this.available().sort((a, b) => rank(a) - rank(b) || a.index - b.index);
+    // Healthy strips got every acknowledged write, so M of them suffice. With fewer than M healthy,
+    // stale strips are in the read set and only the newest authentic generation across every
+    // reachable strip is the right answer: read them all.
+    const healthy = order.filter((m) => m.state === 'healthy').length;
     let next = 0;
+    if (healthy < this.m) {
+      next = order.length;
+      await readFrom(order);
+    }
     while (slotData.size < this.m && next < order.length) {
       const batch = order.slice(next, next + (this.m - slotData.size));
       next += batch.length;
       await readFrom(batch);
     }
     if (slotData.size < this.m) this.unavailable('read');
-    const result = await this.runnerFor(count).open({ ...this.batchGeometry(first, count), slots: [...slotData], complete: next >= order.length });
+    const stale = this.members.filter((m) => m.state === 'stale').map((m) => m.index);
+    // Rolling back past a newer share is only ever considered when every one of the N strips answered.
+    const complete = () => slotData.size === this.n;
+    const result = await this.runnerFor(count).open({ ...this.batchGeometry(first, count), slots: [...slotData], complete: complete(), stale });
     const out = asBuffer(result.blocks);
     const failed = result.outcomes.filter((o) => o.failed !== undefined);
     for (const o of result.outcomes) if (o.failed === undefined) this.noteRejections(first + o.i, o.rejected);
@@ -454,7 +514,8 @@ export class Volume {
       const single = openBatch({
         ...this.batchGeometry(address, 1),
         slots: [...slotData].map(([strip, data]) => [strip, data.subarray(o.i * this.slotBytes, (o.i + 1) * this.slotBytes)] as const),
-        complete: true,
+        complete: complete(),
+        stale,
       });
       const again = single.outcomes[0];
       if (again) this.noteRejections(address, again.rejected);
@@ -513,13 +574,13 @@ export class Volume {
     }
   }
 
-  private available(): Member[] {
+  available(): Member[] {
     return this.members.filter((m) => m.strip !== null && (m.state === 'healthy' || m.state === 'stale'));
   }
 
-  private async onEachAvailable(op: (strip: Strip) => Promise<void>, what: string): Promise<void> {
+  private async onEachAvailable(op: (strip: Strip, mem: Member) => Promise<void>, what: string): Promise<void> {
     const targets = this.available();
-    const results = await Promise.allSettled(targets.map((t) => op(t.strip!)));
+    const results = await Promise.allSettled(targets.map((t) => op(t.strip!, t)));
     let ok = 0;
     for (let i = 0; i < targets.length; i++) {
       const r = results[i]!;
@@ -529,7 +590,8 @@ export class Volume {
     if (ok < this.m) this.unavailable(what);
   }
 
-  private async markFailed(mem: Member, cause: unknown): Promise<void> {
+  /** Takes a strip out of service for this session (its device erred). */
+  async markFailed(mem: Member, cause: unknown): Promise<void> {
     if (mem.state === 'failed') return;
     mem.state = 'failed';
     mem.reason = cause instanceof StripvaultError ? `${cause.code}: ${cause.message}` : String(cause);
@@ -547,20 +609,35 @@ export class Volume {
     for (const m of missed) await this.hooks.onStripState?.(m.index, 'stale', 'missed writes while absent');
   }
 
-  private async persistReservation(upTo: number): Promise<void> {
-    await this.rewriteHeaders((body) => {
-      body.generationReserved = Math.max(body.generationReserved, upTo);
-    });
-    await this.hooks.onGenerationReserved?.(upTo);
+  /**
+   * Reserves a generation range: from the store when there is one (atomic across appliances), then
+   * durably in the header of every reachable strip. Only then may the range be used, and only on
+   * strips whose header write succeeded.
+   */
+  private async reserveRange(min: number, count: number): Promise<GenerationRange> {
+    const end = this.hooks.allocateGenerations ? await this.hooks.allocateGenerations(min, count) : min + count;
+    assert(Number.isSafeInteger(end) && end >= min + count, 'store returned a bad generation range');
+    await this.rewriteHeaders(
+      (body) => {
+        body.generationReserved = Math.max(body.generationReserved, end);
+      },
+      (mem) => {
+        mem.durableReserved = Math.max(mem.durableReserved, end);
+      },
+    );
+    return { start: end - count, end };
   }
 
-  /** Applies `edit` to every reachable strip's header and makes it durable on at least M of them. */
-  private rewriteHeaders(edit: (body: Strip['header']['body']) => void): Promise<void> {
+  /**
+   * Applies `edit` to every reachable strip's header and makes it durable on at least M of them;
+   * `durable` runs for each strip whose header is on stable storage.
+   */
+  private rewriteHeaders(edit: (body: Strip['header']['body']) => void, durable?: (mem: Member) => void): Promise<void> {
     const run = async (): Promise<void> => {
-      await this.onEachAvailable(async (strip) => {
+      await this.onEachAvailable(async (strip, mem) => {
         edit(strip.header.body);
         await strip.writeHeader();
-        await strip.flush();
+        durable?.(mem);
       }, 'header update');
     };
     const p = this.headerWrites.then(run, run);
@@ -576,11 +653,17 @@ export class Volume {
     if (length > lengthMax) fail(ErrorCode.OutOfRange, `request of ${length} bytes exceeds ${lengthMax}`, { length });
   }
 
+  /** For new requests: refused as soon as close() starts. */
   private checkOpen(): void {
+    if (this.closed || this.closing) fail(ErrorCode.VolumeClosed, `volume ${this.name} is closed`);
+  }
+
+  /** For steps of requests already admitted: they may finish while close() drains them. */
+  private checkNotClosed(): void {
     if (this.closed) fail(ErrorCode.VolumeClosed, `volume ${this.name} is closed`);
   }
 
-  private unavailable(what: string): never {
+  unavailable(what: string): never {
     fail(ErrorCode.VolumeUnavailable, `volume ${this.name}: ${what} needs ${this.m} of ${this.n} strips, fewer are reachable`, {
       strips: this.members.map((m) => ({ index: m.index, state: m.state, reason: m.reason })),
     });

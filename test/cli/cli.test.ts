@@ -97,8 +97,9 @@ test('bad input: a clear message and a non-zero exit, never a crash', async (t) 
     const data = join(dir, 'data');
     const cases: Array<[string[], RegExp, number]> = [
       [['frobnicate'], /unknown command/, 2],
-      [['volume', 'create', 'v', '--size', 'lots', '--devices', 'a'], /SV_INVALID_ARGUMENT/, 2],
-      [['volume', 'create', 'v', '--size', '1M', '--devices', 'nope1,nope2'], /SV_STORE_NOT_FOUND/, 1],
+      [['volume', 'create', 'v', '--size', 'lots', '--devices', 'a,b,c'], /SV_INVALID_ARGUMENT/, 2],
+      [['volume', 'create', 'v', '--size', '1M', '--devices', 'a,b'], /give --m explicitly/, 2],
+      [['volume', 'create', 'v', '--size', '1M', '--devices', 'nope1,nope2', '--m', '1'], /SV_STORE_NOT_FOUND/, 1],
       [['volume', 'read', 'nosuch'], /SV_STORE_NOT_FOUND/, 1],
       [['device', 'add', 'x', join(dir, 'missing.img')], /SV_DEVICE_NOT_FOUND/, 1],
       [['device', 'add', 'x', dir], /SV_DEVICE_UNSUPPORTED/, 1],
@@ -128,6 +129,14 @@ test('bad input: a clear message and a non-zero exit, never a crash', async (t) 
     r = await cli(data, ['volume', 'create', 'v', '--size', '1M', '--devices', 'd0,d1', '--m', '1']);
     t.is(r.code, 1);
     t.regex(r.stderr, /SV_STORE_CONFLICT/);
+    // files that cannot be read or written: a message, not a crash
+    r = await cli(data, ['volume', 'write', 'v', '--input', join(dir, 'no-such-input')]);
+    t.is(r.code, 2);
+    t.regex(r.stderr, /cannot read input .*ENOENT/);
+    r = await cli(data, ['volume', 'read', 'v', '--length', '4096', '--output', join(dir, 'no', 'such', 'dir', 'out')]);
+    t.is(r.code, 2);
+    t.regex(r.stderr, /cannot write output .*ENOENT/);
+    t.notRegex(r.stderr, /internal error/);
     t.true((await stat(join(data, 'dev-unseal.key'))).mode % 0o1000 === 0o600);
   });
 });

@@ -89,6 +89,10 @@ test('plain text is refused on non-loopback listen addresses; TLS modes need a h
   t.true(isLoopback('::ffff:127.0.0.2'));
   t.false(isLoopback('10.0.0.1'));
   t.false(isLoopback('::ffff:192.0.2.1'));
+  // names that only look like loopback addresses
+  t.false(isLoopback('127.evil.example'));
+  t.false(isLoopback('::1.example'));
+  t.false(isLoopback('127.0.0.1.nip.io'));
 });
 
 async function selfSigned(t: ExecutionContext): Promise<{ key: Buffer; cert: Buffer }> {

@@ -1,8 +1,11 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, StripvaultError } from '../../appliance/errors.ts';
-import { ShareKind } from '../../appliance/split/share-binding.ts';
+import { createDecipheriv } from 'node:crypto';
+import { aontDecode } from '../../appliance/split/aont.ts';
+import { ShareKind, shareAad, shareNonce } from '../../appliance/split/share-binding.ts';
 import {
+  fragmentBytes,
   NotEnoughSharesError,
   openBlock,
   sealBlock,
@@ -218,15 +221,34 @@ test('same block sealed twice never produces the same shares (fresh AONT key eve
   for (let i = 0; i < 3; i++) t.false(a[i]!.body.equals(b[i]!.body));
 });
 
-test('M-1 shares plus every key reveal nothing: the AONT key cannot be recovered', (t) => {
-  // With M-1 fragments the package is incomplete; demonstrate that the systematic fragments
-  // contain ciphertext (no plaintext pattern) even when decrypted with the session keys.
+test('M-1 shares plus every key reveal nothing: without M fragments the AONT key cannot be recovered', (t) => {
   const [m, n] = [2, 3];
   const keys = keysFor(n);
   const block = Buffer.alloc(4096, 'SECRET-PATTERN-');
-  const shares = seal(m, n, keys, block);
   const needle = Buffer.from('SECRET-PATTERN-');
+  const shares = seal(m, n, keys, block);
   for (const s of shares) t.is(s.body.indexOf(needle), -1);
+  // The attacker holds one share (M-1) and every session key: strip the GCM layer.
+  const binding = { volumeId, m, n, blockBytes: 4096, stripIndex: 0, address: 7, generation: 5, epoch: 1, keySlot: 0, kind: ShareKind.Data } as const;
+  const d = createDecipheriv('aes-256-gcm', keys[0]!, shareNonce(binding));
+  d.setAAD(shareAad(binding));
+  d.setAuthTag(shares[0]!.body.subarray(shares[0]!.body.length - 16));
+  const fragment = Buffer.concat([d.update(shares[0]!.body.subarray(0, shares[0]!.body.length - 16)), d.final()]);
+  // The fragment is half of the AONT package: ciphertext only, no plaintext in it ...
+  t.is(fragment.indexOf(needle), -1);
+  t.is(fragment.length, fragmentBytes(4096, m));
+  // ... and the package key cannot be unmasked without the whole ciphertext: guessing the missing
+  // half (zeros here) yields a wrong key and garbage, not the block or any of its pattern.
+  const guess = Buffer.concat([fragment, Buffer.alloc(fragment.length)]);
+  const wrong = aontDecode(guess, 4096);
+  t.false(wrong.equals(block));
+  t.is(wrong.indexOf(needle), -1);
+  // With the second fragment the same procedure does recover it: the test is not vacuous.
+  const d1 = createDecipheriv('aes-256-gcm', keys[1]!, shareNonce({ ...binding, stripIndex: 1 }));
+  d1.setAAD(shareAad({ ...binding, stripIndex: 1 }));
+  d1.setAuthTag(shares[1]!.body.subarray(shares[1]!.body.length - 16));
+  const fragment1 = Buffer.concat([d1.update(shares[1]!.body.subarray(0, shares[1]!.body.length - 16)), d1.final()]);
+  t.true(aontDecode(Buffer.concat([fragment, fragment1]), 4096).equals(block));
 });
 
 test('geometry and argument validation', (t) => {

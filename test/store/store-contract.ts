@@ -366,6 +366,20 @@ export function registerStoreContract(test: TestFn, label: string, openFreshSql:
     t.is(adjacent.name, name);
   });
 
+  test(`${label}: generation ranges from concurrent allocations never overlap`, async (t) => {
+    const devices = await addDevices(1);
+    const volume = await store().createVolume({ name: unique('alloc'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: stripsOn(devices) });
+    t.is(await store().allocateGenerations(volume.id, 5, 10), 15);
+    // a floor below what was handed out never rewinds it
+    t.is(await store().allocateGenerations(volume.id, 0, 10), 25);
+    const ends = await Promise.all(Array.from({ length: 20 }, () => store().allocateGenerations(volume.id, 25, 100)));
+    const ranges = ends.map((end) => [end - 100, end] as const).sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < ranges.length; i++) t.true(ranges[i]![0] >= ranges[i - 1]![1], 'ranges overlap');
+    t.is(ranges[0]![0], 25);
+    await expectCode(t, () => store().allocateGenerations(volume.id, 0, 0), ErrorCode.InvalidArgument);
+    await expectCode(t, () => store().allocateGenerations('00000000-0000-4000-8000-000000000001', 1, 1), ErrorCode.StoreNotFound);
+  });
+
   test(`${label}: generationReserved only goes up`, async (t) => {
     const devices = await addDevices(1);
     const volume = await store().createVolume({ name: unique('gen'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: stripsOn(devices) });

@@ -109,10 +109,17 @@ test('a torn header write leaves the other copy; the newest valid copy wins', as
   strip.header.body.generationReserved = 1234;
   await strip.writeHeader();
   t.is((await Strip.load({ device, base: 4096 }, [w])).header.body.generationReserved, 1234);
-  // tear the newest copy: the previous one is used
+  // tear the newest copy: writeHeader wrote both, so the other copy has the same header
   const copy = strip.header.sequence % 2;
   await device.write(4096 + headerOffset + copy * headerBytes + 1100, randomBytes(64));
-  t.is((await Strip.load({ device, base: 4096 }, [w])).header.body.generationReserved, 99);
+  const loaded = await Strip.load({ device, base: 4096 }, [w]);
+  t.is(loaded.header.body.generationReserved, 1234);
+  t.is(loaded.header.sequence, strip.header.sequence - 1);
+  // a write torn half way (crash while writing the first copy of the next update) leaves the other
+  loaded.header.body.generationReserved = 5678;
+  loaded.header.sequence += 1;
+  await device.write(4096 + headerOffset + (loaded.header.sequence % 2) * headerBytes, encodeHeader(loaded.labelBytes, loaded.header).subarray(0, 1100));
+  t.is((await Strip.load({ device, base: 4096 }, [w])).header.body.generationReserved, 1234);
   // tear both: a typed error
   await device.write(4096 + headerOffset + (1 - copy) * headerBytes + 1100, randomBytes(64));
   await t.throwsAsync(Strip.load({ device, base: 4096 }, [w]), { code: ErrorCode.StripHeaderAuth } as never);

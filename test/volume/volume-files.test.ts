@@ -116,14 +116,18 @@ test('no plaintext and no unwrapped key in any byte stripvault wrote', async (t)
     await volume.writeZeroes(40_000, 9000);
     await volume.flush();
     // The secrets stripvault holds in memory for these strips.
+    // Copies: close() wipes the volume's own key buffers.
     const secrets: Buffer[] = [Buffer.from(wrapper.key)];
     for (let i = 0; i < 5; i++) {
       const h = volume.stripAt(i)!.header;
-      secrets.push(h.headerKey);
-      for (const section of h.body.sections) for (const slot of section) if (slot.state !== 0) secrets.push(slot.key);
+      secrets.push(Buffer.from(h.headerKey));
+      for (const section of h.body.sections) for (const slot of section) if (slot.state !== 0) secrets.push(Buffer.from(slot.key));
     }
     t.is(secrets.length, 1 + 5 * 2);
     await closeAll(volume);
+    // ... and after close no key is left in the volume's memory either.
+    t.true(volume.stripAt(0)!.header.headerKey.every((b) => b === 0));
+    t.true(volume.stripAt(0)!.header.body.sections[0]![0]!.key.every((b) => b === 0));
     const needles = [canary.subarray(0, 12), canary.subarray(14, 26), ...secrets.flatMap((s) => [s.subarray(0, 12), s.subarray(20, 32)])];
     let scanned = 0;
     for (const name of await readdir(dir)) {
