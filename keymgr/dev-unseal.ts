@@ -5,7 +5,7 @@
  * (sealed start, officer shares, COI workgroup keys) replaces this in production.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, fail } from '../appliance/errors.ts';
 import type { Wrapper } from '../appliance/strip/header.ts';
@@ -43,8 +43,14 @@ export async function loadOrCreateDevWrapper(dataDir: string, warn: (message: st
       wrapperId: wrapper.id.toString('hex'),
       key: Buffer.from(wrapper.key).toString('hex'),
     };
-    // 'wx': never overwrite a key another process just created; 0600: owner only.
-    const fh = await open(path, 'wx', 0o600);
+    // 'wx': never overwrite a key another process just created (if one did, use that one); 0600: owner only.
+    let fh;
+    try {
+      fh = await open(path, 'wx', 0o600);
+    } catch (e2) {
+      if ((e2 as NodeJS.ErrnoException).code !== 'EEXIST') throw e2;
+      return loadOrCreateDevWrapper(dataDir, warn);
+    }
     try {
       await fh.writeFile(JSON.stringify(body, null, 2) + '\n');
       await fh.sync();
@@ -52,6 +58,8 @@ export async function loadOrCreateDevWrapper(dataDir: string, warn: (message: st
       await fh.close();
     }
   }
+  const mode = (await stat(path)).mode & 0o777;
+  if ((mode & 0o077) !== 0) warn(`WARNING: ${path} is readable by others (mode ${mode.toString(8)}); chmod 600 it.`);
   warn(devUnsealWarning.replace('%s', path));
   return wrapper;
 }
