@@ -92,10 +92,6 @@ export class Store {
     return volumes.allocateGenerations(this.#sql, volumeId, min, count);
   }
 
-  raiseGenerationReserved(volumeId: string, value: number): Promise<number> {
-    return volumes.raiseGenerationReserved(this.#sql, volumeId, value);
-  }
-
   /** True if the epoch was `expected` and is now `next` (> expected). */
   compareAndSetEpoch(volumeId: string, expected: number, next: number): Promise<boolean> {
     return volumes.compareAndSetEpoch(this.#sql, volumeId, expected, next);

@@ -252,22 +252,6 @@ export async function setStripState(sql: Sql, volumeId: string, index: number, s
 }
 
 /**
- * Generations handed out after a restart must exceed every one used before, so the volume
- * reserves them in batches here. Never lowers the value: a late or replayed call is harmless.
- */
-export async function raiseGenerationReserved(sql: Sql, volumeId: string, value: number): Promise<number> {
-  const id = checkUuid(volumeId, 'volume.id');
-  const wanted = checkInteger(value, 'generationReserved', 0);
-  const rows = await sql.query<Row>(
-    'UPDATE volumes SET generation_reserved = GREATEST(generation_reserved, $2) WHERE id = $1 RETURNING generation_reserved',
-    [id, wanted],
-  );
-  const row = rows[0];
-  if (row === undefined) notFound(id);
-  return rowInteger(row, 'generation_reserved');
-}
-
-/**
  * Hands out a range of `count` generations starting at or above `min` and above every range handed
  * out before, atomically: two appliances that open the same volume get disjoint ranges, so share
  * nonces never repeat between them. Returns the exclusive end; the range is [end - count, end).

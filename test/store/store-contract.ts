@@ -380,24 +380,6 @@ export function registerStoreContract(test: TestFn, label: string, openFreshSql:
     await expectCode(t, () => store().allocateGenerations('00000000-0000-4000-8000-000000000001', 1, 1), ErrorCode.StoreNotFound);
   });
 
-  test(`${label}: generationReserved only goes up`, async (t) => {
-    const devices = await addDevices(1);
-    const volume = await store().createVolume({ name: unique('gen'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: stripsOn(devices) });
-    t.is(await store().raiseGenerationReserved(volume.id, 10), 10);
-    t.is(await store().raiseGenerationReserved(volume.id, 5), 10);
-    t.is(await store().raiseGenerationReserved(volume.id, 10), 10);
-    t.is(await store().raiseGenerationReserved(volume.id, 2 ** 40), 2 ** 40);
-    t.is((await store().getVolume(volume.id)).generationReserved, 2 ** 40);
-    const raises = Array.from({ length: 20 }, (_, i) => 2 ** 40 + ((i * 7919) % 101));
-    await Promise.all(raises.map((v) => store().raiseGenerationReserved(volume.id, v)));
-    t.is((await store().getVolume(volume.id)).generationReserved, Math.max(...raises));
-    t.is(await store().raiseGenerationReserved(volume.id, Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
-    await expectCode(t, () => store().raiseGenerationReserved(volume.id, -1), ErrorCode.InvalidArgument);
-    await expectCode(t, () => store().raiseGenerationReserved(volume.id, 1.5), ErrorCode.InvalidArgument);
-    await expectCode(t, () => store().raiseGenerationReserved(volume.id, 2 ** 53), ErrorCode.InvalidArgument);
-    await expectCode(t, () => store().raiseGenerationReserved('00000000-0000-4000-8000-000000000001', 1), ErrorCode.StoreNotFound);
-  });
-
   test(`${label}: epoch moves only by compare-and-set`, async (t) => {
     const devices = await addDevices(1);
     const volume = await store().createVolume({ name: unique('epoch'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: stripsOn(devices) });

@@ -28,7 +28,7 @@ test('data survives close and reopen; a newer schema on disk is refused', async 
     blockSize: 4096,
     strips: [{ index: 0, deviceId: device.id, offsetBytes: 0, lengthBytes: 2 * MiB }],
   });
-  await first.raiseGenerationReserved(volume.id, 1000);
+  t.is(await first.allocateGenerations(volume.id, 0, 1000), 1000);
   t.true(await first.compareAndSetEpoch(volume.id, 0, 1));
   const event = await first.appendEvent({ kind: 'volume.created', subject: volume.id, detail: { name: 'vol0' } });
   // Another store on the same directory while this one is open would corrupt it.
