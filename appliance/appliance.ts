@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import type { StorageDevice } from './device/device.ts';
 import { allocateRegion } from './device/allocation.ts';
 import { createFileDevice } from './device/file-device.ts';
+import { isNbdUri } from './device/nbd-uri.ts';
 import { openDevice } from './device/open-device.ts';
 import { ErrorCode, StripvaultError, fail } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -76,11 +77,18 @@ export class Appliance {
 
   /** Registers a device; `created` says whether a new (all-zero, sparse) file was made for it. */
   async addDevice(req: AddDeviceRequest): Promise<DeviceRecord & { created: boolean }> {
-    const path = resolve(req.path);
-    const exists = await access(path).then(
-      () => true,
-      () => false,
-    );
+    // An NBD URI names a remote export: nothing to resolve against our cwd, nothing to create.
+    const remote = isNbdUri(req.path);
+    if (remote && req.createBytes !== undefined) {
+      fail(ErrorCode.InvalidArgument, `device.path: ${req.path} is a remote NBD export; --create only makes local files`, { field: 'device.path' });
+    }
+    const path = remote ? req.path : resolve(req.path);
+    const exists =
+      remote ||
+      (await access(path).then(
+        () => true,
+        () => false,
+      ));
     const created = !exists && req.createBytes !== undefined;
     const device = created ? await createFileDevice(path, req.createBytes!) : await openDevice(path);
     try {

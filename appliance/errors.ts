@@ -45,6 +45,23 @@ export const ErrorCode = {
   NbdConnectionClosed: 'SV_NBD_CONNECTION_CLOSED',
   // key wrapping
   KeyUnwrap: 'SV_KEY_UNWRAP',
+  // PKI: a peer certificate that is not ours, not valid now, or not for this use; revoked; not in the registry
+  CertInvalid: 'SV_CERT_INVALID',
+  CertRevoked: 'SV_CERT_REVOKED',
+  CertUnknown: 'SV_CERT_UNKNOWN',
+  // key manager: master key, officer shares, sealed state
+  Sealed: 'SV_SEALED',
+  AlreadyUnsealed: 'SV_ALREADY_UNSEALED',
+  KeySetInvalid: 'SV_KEY_SET_INVALID',
+  OfficerShareMalformed: 'SV_OFFICER_SHARE_MALFORMED',
+  OfficerShareInvalid: 'SV_OFFICER_SHARE_INVALID',
+  OfficerShareForeign: 'SV_OFFICER_SHARE_FOREIGN',
+  OfficerShareDuplicate: 'SV_OFFICER_SHARE_DUPLICATE',
+  UnsealInsufficient: 'SV_UNSEAL_INSUFFICIENT',
+  UnsealVerifyFailed: 'SV_UNSEAL_VERIFY_FAILED',
+  // audit log: both codes mean the audited operation must be refused
+  AuditUnavailable: 'SV_AUDIT_UNAVAILABLE',
+  AuditTampered: 'SV_AUDIT_TAMPERED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

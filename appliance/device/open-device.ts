@@ -6,15 +6,20 @@ import type { BlockDeviceOptions } from './block-device.ts';
 import { wrapOpenError } from './errno.ts';
 import { openFileDevice } from './file-device.ts';
 import type { HandleDevice } from './handle-device.ts';
+import { openNbdDevice } from './nbd-device.ts';
+import type { NbdDevice } from './nbd-device.ts';
+import { isNbdUri } from './nbd-uri.ts';
 
 export type OpenDeviceOptions = BlockDeviceOptions;
 
 /**
- * Opens whatever `path` names as a storage device: a regular file or a block device. Symlinks
- * are followed, so /dev/disk/by-id/… names work.
+ * Opens whatever `path` names as a storage device: a regular file, a block device, or a remote
+ * NBD export (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH). Symlinks are followed,
+ * so /dev/disk/by-id/… names work.
  */
-export async function openDevice(path: string, options: OpenDeviceOptions = {}): Promise<HandleDevice> {
+export async function openDevice(path: string, options: OpenDeviceOptions = {}): Promise<HandleDevice | NbdDevice> {
   const id = options.id ?? path;
+  if (isNbdUri(path)) return openNbdDevice(path, { id });
   let info: Stats;
   try {
     info = await stat(path);

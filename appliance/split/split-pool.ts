@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode, StripvaultError, assert } from '../errors.ts';
-import { openBatch, sealBatch, type OpenBatch, type OpenBatchResult, type SealBatch } from './batch.ts';
+import { openBatch, sealBatch, type BatchGeometry, type OpenBatch, type OpenBatchResult, type SealBatch } from './batch.ts';
 
 export interface SplitRunner {
   seal(batch: SealBatch): Promise<Uint8Array[]>;
@@ -34,6 +34,26 @@ interface Slot {
   pending: Map<number, { resolve: (r: unknown) => void; reject: (e: unknown) => void }>;
 }
 
+/**
+ * postMessage clones a typed array's whole backing ArrayBuffer, not just its view: a 4 KiB slice of
+ * a 256 MiB payload, or a 32-byte key in Node's 8 KiB Buffer pool, would drag all of it along.
+ * Views that do not own their buffer are copied to exactly their bytes first.
+ */
+function standalone(a: Uint8Array): Uint8Array {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : new Uint8Array(a);
+}
+
+function compactGeometry(b: BatchGeometry): Pick<BatchGeometry, 'volumeId' | 'keys'> {
+  return {
+    volumeId: standalone(b.volumeId),
+    keys: {
+      sectionFirst: b.keys.sectionFirst,
+      active: b.keys.active,
+      keys: b.keys.keys.map((strip) => strip?.map((section) => section.map((k) => (k ? standalone(k) : null))) ?? null),
+    },
+  };
+}
+
 export class SplitPool implements SplitRunner {
   private readonly slots: Slot[] = [];
   private readonly waiters: Array<() => void> = [];
@@ -50,11 +70,13 @@ export class SplitPool implements SplitRunner {
   }
 
   seal(batch: SealBatch): Promise<Uint8Array[]> {
-    return this.run('seal', batch) as Promise<Uint8Array[]>;
+    const compact: SealBatch = { ...batch, ...compactGeometry(batch), blocks: standalone(batch.blocks) };
+    return this.run('seal', compact) as Promise<Uint8Array[]>;
   }
 
   open(batch: OpenBatch): Promise<OpenBatchResult> {
-    return this.run('open', batch) as Promise<OpenBatchResult>;
+    const compact: OpenBatch = { ...batch, ...compactGeometry(batch), slots: batch.slots.map(([i, d]) => [i, standalone(d)] as const) };
+    return this.run('open', compact) as Promise<OpenBatchResult>;
   }
 
   async close(): Promise<void> {

@@ -310,9 +310,9 @@ export class Volume {
     const release = await this.lock.acquire(0, this.sizeBytes / this.blockBytes - 1, 'exclusive');
     try {
       await this.headerWrites;
-      await this.flush(true).catch(() => undefined);
+      await this.flushStrips().catch(() => undefined);
       for (const mem of this.available()) await mem.strip!.appendStatus(StatusCode.Closed).catch(() => undefined);
-      await this.flush(true).catch(() => undefined);
+      await this.flushStrips().catch(() => undefined);
     } finally {
       this.closed = true;
       release();
@@ -355,9 +355,24 @@ export class Volume {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkRange(offset, data.length);
     if (data.length === 0) return;
-    await this.modify(offset, data.length, (blocks, start) => {
-      blocks.set(data, start);
-    });
+    const bb = this.blockBytes;
+    if (offset % bb !== 0 || data.length % bb !== 0) {
+      await this.modify(offset, data.length, (blocks, start) => blocks.set(data, start));
+      return;
+    }
+    // Whole blocks: no read-modify-write and no copy; seal straight from the caller's bytes.
+    const first = offset / bb;
+    const count = data.length / bb;
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const release = await this.lock.acquire(first, first + count - 1, 'exclusive');
+    try {
+      for (let done = 0; done < count; done += blocksPerIoMax) {
+        const n = Math.min(blocksPerIoMax, count - done);
+        await this.writeBlocks(first + done, buf.subarray(done * bb, (done + n) * bb), noZeroes);
+      }
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -382,9 +397,13 @@ export class Volume {
   }
 
   /** Makes every acknowledged write durable on the strips' storage. */
-  async flush(closing = false): Promise<void> {
-    if (!closing) this.checkOpen();
-    await this.onEachAvailable((strip) => strip.flush(), 'flush');
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.flushStrips();
+  }
+
+  private flushStrips(): Promise<void> {
+    return this.onEachAvailable((strip) => strip.flush(), 'flush');
   }
 
   private async modify(
@@ -669,6 +688,8 @@ export class Volume {
     });
   }
 }
+
+const noZeroes = (): boolean => false;
 
 function asBuffer(a: Uint8Array): Buffer {
   return Buffer.isBuffer(a) ? a : Buffer.from(a.buffer, a.byteOffset, a.byteLength);
