@@ -19,6 +19,7 @@ export const copyChunkBytes = 4 * 1024 * 1024;
 export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <command>
 
   device add NAME PATH [--create SIZE]   register a file or block device (create a sparse file of SIZE)
+  device add NAME nbd://HOST:PORT/EXPORT register a remote NBD export (or nbd+unix:///EXPORT?socket=PATH)
   device list [--json]
   device show NAME [--json]
   device remove NAME
