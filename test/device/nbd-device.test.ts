@@ -274,12 +274,25 @@ test.serial('a server killed mid-run makes the device GONE, without hanging', as
   await server.stop();
 });
 
+/** Waits (bounded) until /proc says the process is stopped (state T). */
+async function waitStopped(pid: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not stop: ${stat}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 test.serial('a server that stops answering is declared GONE by the stall watchdog', async (t) => {
   const server = await nbdkit(['memory', String(MiB)]);
   const device = await openNbdDevice(server.uri, { stallTimeoutMs: 300 });
   try {
     await device.write(0, Buffer.from('before the stall'));
     server.child.kill('SIGSTOP');
+    // Signals are delivered asynchronously: a read sent before the stop lands could still be answered.
+    await waitStopped(server.child.pid!);
     const error = await expectCode(t, () => device.read(0, 4096), ErrorCode.DeviceGone);
     t.is(error.detail?.['errno'], 'ETIMEDOUT');
     await expectCode(t, () => device.write(0, Buffer.from('x')), ErrorCode.DeviceGone);
