@@ -70,6 +70,44 @@ export const migrations: readonly Migration[] = [
       `CREATE INDEX events_subject_id ON events (subject, id)`,
     ],
   },
+  {
+    version: 2,
+    name: 'audit log',
+    statements: [
+      // The chain is structural: a row after the first must name its predecessor's (seq, hash),
+      // so the table can hold neither a gap nor a fork. prev_seq is NULL for entry 1 (no parent).
+      `CREATE TABLE audit_log (
+        seq bigint PRIMARY KEY CHECK (seq BETWEEN 1 AND ${Number.MAX_SAFE_INTEGER}),
+        at timestamptz NOT NULL,
+        actor text NOT NULL,
+        action text NOT NULL,
+        subject text NOT NULL,
+        detail jsonb NOT NULL CHECK (jsonb_typeof(detail) = 'object'),
+        prev_hash text NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),
+        hash text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$'),
+        prev_seq bigint GENERATED ALWAYS AS (NULLIF(seq - 1, 0)) STORED,
+        UNIQUE (seq, hash),
+        CHECK (seq > 1 OR prev_hash = '${'0'.repeat(64)}'),
+        FOREIGN KEY (prev_seq, prev_hash) REFERENCES audit_log (seq, hash)
+      )`,
+      `CREATE FUNCTION audit_log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'audit_log is append-only';
+      END
+      $$`,
+      `CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_change()`,
+      `CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse_change()`,
+      // How far each appliance's audit file durably reached, so a truncated or deleted file is
+      // caught even on an appliance whose file legitimately lags entries others appended since.
+      `CREATE TABLE audit_sinks (
+        name text PRIMARY KEY,
+        seq bigint NOT NULL ${safe('seq')},
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`,
+    ],
+  },
 ];
 
 export const schemaVersionLatest = migrations.length;

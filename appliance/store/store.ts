@@ -4,6 +4,7 @@
  * class only opens, migrates and delegates. Nothing secret lives here: keys stay wrapped elsewhere.
  */
 import { ErrorCode, fail } from '../errors.ts';
+import * as audit from './audit.ts';
 import * as devices from './devices.ts';
 import * as events from './events.ts';
 import { migrate } from './migrations.ts';
@@ -12,6 +13,7 @@ import { openPgliteSql } from './pglite-sql.ts';
 import type { SqlPool } from './sql.ts';
 import * as volumes from './volumes.ts';
 
+export type { AuditHead, AuditRow, AuditTransaction } from './audit.ts';
 export type { DeviceKind, DeviceRecord, DeviceState, NewDevice } from './devices.ts';
 export type { EventQuery, EventRecord, NewEvent } from './events.ts';
 export type { NewStrip, NewVolume, StripPlacement, StripRecord, StripState, VolumeRecord, VolumeState } from './volumes.ts';
@@ -108,6 +110,21 @@ export class Store {
   /** Newest first, at most `limit` (<= eventsListMax). */
   listEvents(query: events.EventQuery): Promise<events.EventRecord[]> {
     return events.listEvents(this.#sql, query);
+  }
+
+  /** Runs `fn` in a transaction holding the cluster-wide audit lock: appenders extend one chain, one at a time. */
+  auditTransaction<R>(fn: (audit: audit.AuditTransaction) => Promise<R>): Promise<R> {
+    return audit.auditTransaction(this.#sql, fn);
+  }
+
+  /** Audit rows with seq > afterSeq, oldest first, at most `limit` (<= auditListMax). */
+  listAudit(afterSeq: number, limit: number): Promise<audit.AuditRow[]> {
+    return audit.listAudit(this.#sql, afterSeq, limit);
+  }
+
+  /** The highest seq the named audit file sink durably held; 0 if never. */
+  getAuditSinkMark(name: string): Promise<number> {
+    return audit.getAuditSinkMark(this.#sql, name);
   }
 
   /** Later calls fail with SV_STORE_UNAVAILABLE. */
