@@ -2,7 +2,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import type { StorageDevice } from './device.ts';
 import { errnoOf } from './errno.ts';
-import { checkIoRange } from './io-range.ts';
+import { InFlight } from './in-flight.ts';
 
 export type HandleDeviceKind = 'file' | 'block';
 type HandleOp = 'read' | 'write' | 'flush';
@@ -23,7 +23,7 @@ export class HandleDevice implements StorageDevice {
   readonly kind: HandleDeviceKind;
   readonly path: string;
   readonly #handle: FileHandle;
-  readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #inFlight = new InFlight();
   #closed = false;
   #closing: Promise<void> | undefined;
   #gone = false;
@@ -55,7 +55,7 @@ export class HandleDevice implements StorageDevice {
     if (this.#closing === undefined) {
       this.#closed = true;
       this.#closing = (async () => {
-        await Promise.allSettled([...this.#inFlight]);
+        await this.#inFlight.drain();
         await this.#handle.close();
       })();
     }
@@ -63,21 +63,9 @@ export class HandleDevice implements StorageDevice {
   }
 
   #run<T>(op: HandleOp, offset: number, length: number, body: () => Promise<T>): Promise<T> {
-    // Checks run synchronously so a bad request fails before anything is queued.
-    try {
-      this.#checkUsable();
-      if (op !== 'flush') checkIoRange(this.id, this.sizeBytes, offset, length);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const p = body().catch((e: unknown) => {
-      throw this.#wrap(op, offset, length, e);
-    });
-    this.#inFlight.add(p);
-    const forget = () => this.#inFlight.delete(p);
-    p.then(forget, forget);
-    return p;
+    return this.#inFlight.run(this, op, offset, length, () => this.#checkUsable(), (e) => this.#wrap(op, offset, length, e), body);
   }
+
 
   #checkUsable(): void {
     if (this.#closed) fail(ErrorCode.DeviceClosed, `device ${this.id} is closed`, { device: this.id });

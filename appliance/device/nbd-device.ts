@@ -10,8 +10,8 @@ import type { NbdClient, NbdExportInfo } from '../nbd/client.ts';
 import { RangeLock } from '../volume/range-lock.ts';
 import type { StorageDevice } from './device.ts';
 import { errnoOf } from './errno.ts';
-import { checkIoRange } from './io-range.ts';
 import { parseNbdUri } from './nbd-uri.ts';
+import { InFlight } from './in-flight.ts';
 
 /** TCP connect plus the whole NBD handshake. */
 export const nbdConnectTimeoutMsDefault = 10_000;
@@ -54,7 +54,7 @@ export class NbdDevice implements StorageDevice {
   readonly #chunkBytes: number;
   /** Only when #blockBytes > 1: read-modify-writes exclude every other write to their blocks. */
   readonly #lock: RangeLock | undefined;
-  readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #inFlight = new InFlight();
   readonly #stallTimeoutMs: number;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -108,7 +108,7 @@ export class NbdDevice implements StorageDevice {
     if (this.#closing === undefined) {
       this.#closed = true;
       this.#closing = (async () => {
-        await Promise.allSettled([...this.#inFlight]);
+        await this.#inFlight.drain();
         this.#stopWatchdog();
         if (this.#gone !== undefined) this.#client.destroy();
         else await this.#client.close().catch(() => this.#client.destroy());
@@ -178,21 +178,9 @@ export class NbdDevice implements StorageDevice {
   }
 
   #run<T>(op: NbdOp, offset: number, length: number, body: () => Promise<T>): Promise<T> {
-    // Checks run synchronously so a bad request fails before anything is queued.
-    try {
-      this.#checkUsable();
-      if (op !== 'flush') checkIoRange(this.id, this.sizeBytes, offset, length);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const p = body().catch((e: unknown) => {
-      throw this.#wrap(op, offset, length, e);
-    });
-    this.#inFlight.add(p);
-    const forget = () => this.#inFlight.delete(p);
-    p.then(forget, forget);
-    return p;
+    return this.#inFlight.run(this, op, offset, length, () => this.#checkUsable(), (e) => this.#wrap(op, offset, length, e), body);
   }
+
 
   /** One request on the wire, watched for stalls. */
   #call<T>(request: () => Promise<T>): Promise<T> {
