@@ -10,7 +10,7 @@ import { ErrorCode, StripvaultError, fail } from '../appliance/errors.ts';
 import { jsonLogger, type Logger } from '../appliance/log.ts';
 import { blockBytesDefault } from '../appliance/split/geometry.ts';
 import type { StoreConfig } from '../appliance/store/store.ts';
-import { loadOrCreateDevWrapper } from '../keymgr/dev-unseal.ts';
+import { loadOrCreateDevWrapper } from '../keymgr/dev-wrapping-key.ts';
 import { formatSize, parseSize } from './sizes.ts';
 
 /** Bytes moved per volume request by `volume read` / `volume write`. */

@@ -15,7 +15,7 @@ import { blockBytesDefault } from '../appliance/split/geometry.ts';
 import type { StoreConfig } from '../appliance/store/store.ts';
 import { volumeExport } from '../appliance/volume/volume-export.ts';
 import { stripBytesForVolume } from '../appliance/volume/volume.ts';
-import { loadOrCreateDevWrapper } from '../keymgr/dev-unseal.ts';
+import { loadOrCreateDevWrapper } from '../keymgr/dev-wrapping-key.ts';
 import type { CliIo } from './main.ts';
 
 export const defaultNbdAddress = '127.0.0.1:10809';
