@@ -15,7 +15,7 @@ import type { Logger } from './log.ts';
 import { SplitPool, type SplitRunner } from './split/split-pool.ts';
 import type { Wrapper } from './strip/header.ts';
 import { openStore, type DeviceRecord, type Store, type StoreConfig, type VolumeRecord } from './store/store.ts';
-import { Volume, stripBytesForVolume, type StripState } from './volume/volume.ts';
+import { Volume, stripBytesForVolume, validateVolumeShape, type StripState } from './volume/volume.ts';
 
 export const storeDirName = 'store';
 
@@ -101,6 +101,8 @@ export class Appliance {
   }
 
   async createVolume(req: CreateVolumeRequest): Promise<VolumeRecord> {
+    // Bad shapes are refused before the store hears of the volume.
+    validateVolumeShape({ m: req.m, n: req.devices.length, sizeBytes: req.sizeBytes, blockBytes: req.blockBytes });
     const records = await Promise.all(req.devices.map((d) => this.store.getDevice(d)));
     const n = records.length;
     const stripBytes = stripBytesForVolume(req.sizeBytes, req.blockBytes, req.m);

@@ -118,6 +118,20 @@ export function bytesToUuid(b: Buffer): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** Checks geometry, block size and volume size together, before anything is allocated or written. */
+export function validateVolumeShape(v: { m: number; n: number; sizeBytes: number; blockBytes: number }): {
+  m: number;
+  n: number;
+  blockBytes: number;
+} {
+  const { m, n } = validateGeometry(v.m, v.n);
+  const blockBytes = validateBlockBytes(v.blockBytes);
+  if (!Number.isSafeInteger(v.sizeBytes) || v.sizeBytes < blockBytes || v.sizeBytes % blockBytes !== 0) {
+    fail(ErrorCode.InvalidArgument, `volume size ${v.sizeBytes} must be a positive multiple of the block size ${blockBytes}`);
+  }
+  return { m, n, blockBytes };
+}
+
 /** Bytes each strip of a volume with this geometry needs on its device. */
 export function stripBytesForVolume(sizeBytes: number, blockBytes: number, m: number): number {
   return stripBytesFor(sizeBytes / blockBytes, blockBytes, m);
@@ -164,11 +178,7 @@ export class Volume {
   }
 
   static async create(opts: CreateVolumeOptions): Promise<Volume> {
-    const { m, n } = validateGeometry(opts.m, opts.n);
-    const blockBytes = validateBlockBytes(opts.blockBytes);
-    if (!Number.isSafeInteger(opts.sizeBytes) || opts.sizeBytes < blockBytes || opts.sizeBytes % blockBytes !== 0) {
-      fail(ErrorCode.InvalidArgument, `volume size ${opts.sizeBytes} must be a positive multiple of the block size ${blockBytes}`);
-    }
+    const { m, n, blockBytes } = validateVolumeShape(opts);
     if (opts.locations.length !== n) fail(ErrorCode.InvalidArgument, `need ${n} strip locations, got ${opts.locations.length}`);
     if (new Set(opts.locations.map((l) => l.device)).size !== n) {
       fail(ErrorCode.InvalidArgument, 'every strip of a volume must be on a different storage device');

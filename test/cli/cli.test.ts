@@ -115,6 +115,11 @@ test('bad input: a clear message and a non-zero exit, never a crash', async (t) 
     let r = await cli(data, ['volume', 'create', 'v', '--size', '1M', '--devices', 'd0,d1', '--m', '3']);
     t.is(r.code, 2);
     t.regex(r.stderr, /SV_INVALID_GEOMETRY/);
+    // a size that is not a whole number of blocks: refused before the store records anything
+    r = await cli(data, ['volume', 'create', 'v', '--size', '5000', '--devices', 'd0,d1', '--m', '1']);
+    t.is(r.code, 2);
+    t.regex(r.stderr, /SV_INVALID_ARGUMENT/);
+    t.deepEqual(JSON.parse((await cli(data, ['volume', 'list', '--json'])).stdout.toString()), []);
     r = await cli(data, ['volume', 'create', 'v', '--size', '1G', '--devices', 'd0,d1', '--m', '1']);
     t.is(r.code, 1);
     t.regex(r.stderr, /SV_DEVICE_TOO_SMALL/);
