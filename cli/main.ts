@@ -27,6 +27,7 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
   volume list [--json]
   volume show NAME [--json]              store record plus live strip health
   volume remove NAME
+  volume scrub NAME [--rate SIZE]        verify every share, repair bad ones (SIZE per second, e.g. 50M)
   volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
   volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
   serve [--nbd HOST:PORT|unix:PATH]      run the appliance (NBD server)
@@ -83,6 +84,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       input: { type: 'string' },
       output: { type: 'string' },
       nbd: { type: 'string' },
+      rate: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -178,6 +180,21 @@ async function run(argv: string[], io: CliIo): Promise<number> {
           if (h.repair?.length) out(`  shares needing repair: ${h.repair.length}`);
         }
         return 0;
+      }
+      case 'volume scrub': {
+        const volume = await appliance.openVolume(need(rest[0], 'volume NAME'));
+        const rate = values.rate ? parseSize(values.rate, '--rate') : 0;
+        const report = await volume.scrub({
+          rateBytesPerSec: rate,
+          onProgress: (p) => io.stderr.write(`scrub ${volume.name}: ${p.blocksDone}/${p.blocksTotal} blocks, ${p.blocksRepaired} repaired, ${p.blocksLost} lost\n`),
+        });
+        out(
+          values.json
+            ? JSON.stringify(report)
+            : `volume ${volume.name} scrubbed: ${report.blocksDone} blocks, ${report.blocksRepaired} repaired, ${report.blocksLost} lost` +
+                (report.caughtUp.length ? `; strips ${report.caughtUp.join(', ')} caught up` : ''),
+        );
+        return report.blocksLost > 0 ? 1 : 0;
       }
       case 'volume remove': {
         await appliance.removeVolume(need(rest[0], 'volume NAME'));

@@ -48,11 +48,15 @@ export interface OpenBatch extends BatchGeometry {
   readonly complete: boolean;
   /** Strips known to have missed writes (see OpenRequest.stale). */
   readonly stale?: readonly number[];
+  /** Authenticate every share, not just M (scrub). */
+  readonly verifyAll?: boolean;
 }
 
 export interface BlockOutcome {
   readonly i: number;
   readonly rejected: readonly ShareRejection[];
+  /** Generation the block opened at (absent when it failed). */
+  readonly generation?: number;
   /** Set when the block could not be opened. */
   readonly failed?: { readonly needMore: boolean; readonly message: string };
 }
@@ -120,9 +124,10 @@ export function openBatch(b: OpenBatch): OpenBatchResult {
         sessionKey: (strip, keySlot) => keyAt(b.keys, strip, address, b.slotBytes, keySlot)?.key,
         complete: b.complete,
         ...(b.stale ? { stale: b.stale } : {}),
+        ...(b.verifyAll ? { verifyAll: true } : {}),
       });
       r.block.copy(blocks, i * b.blockBytes);
-      if (r.rejected.length > 0) outcomes.push({ i, rejected: r.rejected });
+      if (r.rejected.length > 0) outcomes.push({ i, rejected: r.rejected, generation: r.generation });
     } catch (e) {
       if (!(e instanceof NotEnoughSharesError)) throw e;
       outcomes.push({ i, rejected: e.rejected, failed: { needMore: e.needMore, message: e.message } });

@@ -24,6 +24,8 @@ export const blocksPerIoMax = 256;
 export const poolBlocksMin = 4;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
 export const repairListMax = 4096;
+/** Longest single pause a rate-limited scrub takes, so it notices an abort promptly. */
+export const scrubPauseMsMax = 1000;
 /** Write-zeroes and trim proceed in pieces of this many blocks (bounded memory for any length). */
 export const zeroPieceBlocks = 2048;
 /** Largest single read or write request, in bytes. */
@@ -61,6 +63,34 @@ export interface VolumeHooks {
    */
   allocateGenerations?(min: number, count: number): Promise<number>;
   onStripState?(index: number, state: StripState, reason: string | undefined): void | Promise<void>;
+}
+
+export interface ScrubOptions {
+  /** Block to start at: where an interrupted scrub stopped (its report's nextBlock). */
+  readonly fromBlock?: number;
+  /** Primary bytes checked per second at most; absent or 0 means as fast as the strips allow. */
+  readonly rateBytesPerSec?: number;
+  /** Stops the scrub between chunks; the report says where to resume. */
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: ScrubProgress) => void;
+}
+
+export interface ScrubProgress {
+  readonly blocksDone: number;
+  readonly blocksTotal: number;
+  /** Blocks rewritten because a share was corrupt, stale, torn or unreadable. */
+  readonly blocksRepaired: number;
+  /** Blocks with fewer than M good shares: reported, never rewritten with guessed data. */
+  readonly blocksLost: number;
+}
+
+export interface ScrubReport extends ScrubProgress {
+  /** First block not checked: blocksTotal when the pass finished. */
+  readonly nextBlock: number;
+  /** Addresses of lost blocks (at most repairListMax). */
+  readonly lost: readonly number[];
+  /** Strips that caught up during this pass and are no longer stale. */
+  readonly caughtUp: readonly number[];
 }
 
 export interface CreateVolumeOptions {
@@ -340,6 +370,106 @@ export class Volume {
     const healthy = this.members.filter((m) => m.state === 'healthy').length;
     const state: VolumeState = this.closed ? 'closed' : usable < this.m ? 'failed' : healthy === this.n && this.repairs.size === 0 && !this.repairOverflow ? 'healthy' : 'degraded';
     return { state, strips, repair: [...this.repairs.values()], repairOverflow: this.repairOverflow };
+  }
+
+  /**
+   * Reads and authenticates every share of every block (or from `fromBlock` on), rewrites each block
+   * that has a bad, stale, torn or unreadable share at a new generation on every reachable strip, and,
+   * after a whole pass with no lost block, clears the stale mark of strips that were present
+   * throughout: they have caught up. Runs beside normal I/O, one locked chunk at a time.
+   */
+  async scrub(opts: ScrubOptions = {}): Promise<ScrubReport> {
+    this.checkOpen();
+    const total = this.sizeBytes / this.blockBytes;
+    const from = opts.fromBlock ?? 0;
+    if (!Number.isSafeInteger(from) || from < 0 || from > total) fail(ErrorCode.OutOfRange, `scrub start ${from} outside [0, ${total}]`);
+    const rate = opts.rateBytesPerSec ?? 0;
+    if (!Number.isFinite(rate) || rate < 0) fail(ErrorCode.InvalidArgument, `scrub rate ${rate} must be a non-negative number`);
+    const presentThroughout = new Set(this.available().map((m) => m.index));
+    const lost: number[] = [];
+    let repaired = 0;
+    let lostCount = 0;
+    let at = from;
+    const started = Date.now();
+    const progress = (): ScrubProgress => ({ blocksDone: at, blocksTotal: total, blocksRepaired: repaired, blocksLost: lostCount });
+    while (at < total && !opts.signal?.aborted) {
+      const count = Math.min(blocksPerIoMax, total - at);
+      const release = await this.lock.acquire(at, at + count - 1, 'exclusive');
+      try {
+        this.checkNotClosed();
+        const r = await this.scrubChunk(at, count);
+        repaired += r.repaired;
+        lostCount += r.lost.length;
+        for (const a of r.lost) if (lost.length < repairListMax) lost.push(a);
+      } finally {
+        release();
+      }
+      for (const m of this.members) if (!(m.state === 'healthy' || m.state === 'stale')) presentThroughout.delete(m.index);
+      at += count;
+      opts.onProgress?.(progress());
+      if (rate > 0) {
+        const due = started + (((at - from) * this.blockBytes) / rate) * 1000;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, scrubPauseMsMax)));
+      }
+    }
+    const caughtUp: number[] = [];
+    if (from === 0 && at === total && lostCount === 0) {
+      const bits = this.members.filter((m) => m.state === 'stale' && presentThroughout.has(m.index)).reduce((acc, m) => acc | (1 << m.index), 0);
+      if (bits !== 0) {
+        await this.rewriteHeaders((body) => {
+          body.staleStrips &= ~bits;
+        });
+        for (const m of this.members) {
+          if ((bits & (1 << m.index)) === 0 || m.state !== 'stale') continue;
+          m.state = 'healthy';
+          m.reason = undefined;
+          caughtUp.push(m.index);
+          await this.hooks.onStripState?.(m.index, 'healthy', undefined);
+        }
+      }
+      if (this.members.every((m) => m.state === 'healthy')) this.repairOverflow = false;
+    }
+    return { ...progress(), nextBlock: at, lost, caughtUp };
+  }
+
+  private async scrubChunk(first: number, count: number): Promise<{ repaired: number; lost: number[] }> {
+    const members = this.available();
+    const slotData = new Map<number, Buffer>();
+    const results = await Promise.allSettled(members.map((mem) => mem.strip!.readSlots(first, count)));
+    for (let i = 0; i < members.length; i++) {
+      const r = results[i]!;
+      if (r.status === 'fulfilled') slotData.set(members[i]!.index, r.value);
+      else await this.markFailed(members[i]!, r.reason);
+    }
+    if (slotData.size < this.m) this.unavailable('scrub');
+    const stale = this.members.filter((m) => m.state === 'stale').map((m) => m.index);
+    const result = await this.runnerFor(count).open({
+      ...this.batchGeometry(first, count),
+      slots: [...slotData],
+      complete: slotData.size === this.n,
+      stale,
+      verifyAll: true,
+    });
+    const blocks = asBuffer(result.blocks);
+    const lost: number[] = [];
+    let repaired = 0;
+    for (const o of result.outcomes) {
+      const address = first + o.i;
+      if (o.failed !== undefined) {
+        this.noteRejections(address, o.rejected);
+        lost.push(address);
+        continue;
+      }
+      // Rewrite the whole block at a new generation: every reachable strip then holds the same,
+      // current share, whatever was wrong with the old ones.
+      const block = blocks.subarray(o.i * this.blockBytes, (o.i + 1) * this.blockBytes);
+      const zero = o.generation === 0 || isAllZero(block);
+      await this.writeBlocks(address, block, () => zero);
+      for (const r of o.rejected) this.repairs.delete(`${r.stripIndex}:${address}`);
+      repaired++;
+    }
+    return { repaired, lost };
   }
 
   /** The strips, for tools that inspect them (scrub, verification); null where missing. */
@@ -700,6 +830,12 @@ export class Volume {
 }
 
 const noZeroes = (): boolean => false;
+
+const zeroBlock = Buffer.alloc(1 << 20);
+
+function isAllZero(b: Buffer): boolean {
+  return b.equals(zeroBlock.subarray(0, b.length));
+}
 
 function asBuffer(a: Uint8Array): Buffer {
   return Buffer.isBuffer(a) ? a : Buffer.from(a.buffer, a.byteOffset, a.byteLength);
