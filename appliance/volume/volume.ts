@@ -24,6 +24,16 @@ export const blocksPerIoMax = 256;
 export const poolBlocksMin = 4;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
 export const repairListMax = 4096;
+/** A read asks one more strip when the M fastest have not answered within this many typical latencies ... */
+export const hedgeLatencyFactor = 4;
+/** ... but never sooner than this (timer granularity and jitter) ... */
+export const hedgeDelayMsMin = 5;
+/** ... nor later than this, whatever the history says. */
+export const hedgeDelayMsMax = 250;
+/** Weight of the newest sample in a strip's latency estimate. */
+export const latencyWeight = 0.2;
+/** A parity strip (index >= M) is preferred over a data strip only when this much faster: it costs a decode. */
+export const readParityPenalty = 1.5;
 /** Longest single pause a rate-limited scrub takes, so it notices an abort promptly. */
 export const scrubPauseMsMax = 1000;
 /** Write-zeroes and trim proceed in pieces of this many blocks (bounded memory for any length). */
@@ -135,6 +145,8 @@ interface Member {
   reason: string | undefined;
   /** Every generation below this is durably reserved in this strip's header: only those may be written to it. */
   durableReserved: number;
+  /** Weighted mean read latency seen on this strip, ms (0: none yet). */
+  latencyMs: number;
 }
 
 export function uuidToBytes(id: string): Buffer {
@@ -253,7 +265,7 @@ export class Volume {
       await strip.appendStatus(StatusCode.Created);
       strips.push(strip);
     }
-    const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1 }));
+    const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1, latencyMs: 0 }));
     return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner);
   }
 
@@ -320,7 +332,7 @@ export class Volume {
       floor = Math.max(floor, b.generationReserved);
     }
     const members = loaded.map((l): Member => {
-      if (l.strip === null) return { index: l.index, strip: null, state: 'missing', reason: l.reason, durableReserved: 0 };
+      if (l.strip === null) return { index: l.index, strip: null, state: 'missing', reason: l.reason, durableReserved: 0, latencyMs: 0 };
       const isStale = (stale & (1 << l.index)) !== 0;
       return {
         index: l.index,
@@ -328,6 +340,7 @@ export class Volume {
         state: isStale ? 'stale' : 'healthy',
         reason: isStale ? 'missed writes while absent' : undefined,
         durableReserved: l.strip.header.body.generationReserved,
+        latencyMs: 0,
       };
     });
     const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner);
@@ -628,30 +641,21 @@ export class Volume {
   private async readChunk(first: number, count: number): Promise<Buffer> {
     const slotData = new Map<number, Buffer>();
     const readFrom = async (members: Member[]): Promise<void> => {
-      const results = await Promise.allSettled(members.map((mem) => mem.strip!.readSlots(first, count)));
+      const results = await Promise.allSettled(members.map((mem) => this.timedRead(mem, first, count)));
       for (let i = 0; i < members.length; i++) {
         const r = results[i]!;
         if (r.status === 'fulfilled') slotData.set(members[i]!.index, r.value);
         else await this.markFailed(members[i]!, r.reason);
       }
     };
-    // The cheapest M: healthy strips first, data-fragment strips (index < M) first among them, since
-    // the systematic code then needs no decoding. Stale strips only if nothing else is left.
-    const order = this.available().sort((a, b) => rank(a) - rank(b) || a.index - b.index);
+    const order = this.readOrder();
     // Healthy strips got every acknowledged write, so M of them suffice. With fewer than M healthy,
     // stale strips are in the read set and only the newest authentic generation across every
     // reachable strip is the right answer: read them all.
     const healthy = order.filter((m) => m.state === 'healthy').length;
-    let next = 0;
-    if (healthy < this.m) {
-      next = order.length;
-      await readFrom(order);
-    }
-    while (slotData.size < this.m && next < order.length) {
-      const batch = order.slice(next, next + (this.m - slotData.size));
-      next += batch.length;
-      await readFrom(batch);
-    }
+    let next = order.length;
+    if (healthy < this.m) await readFrom(order);
+    else next = await this.readFastest(order, first, count, slotData);
     if (slotData.size < this.m) this.unavailable('read');
     const stale = this.members.filter((m) => m.state === 'stale').map((m) => m.index);
     // Rolling back past a newer share is only ever considered when every one of the N strips answered.
@@ -664,9 +668,10 @@ export class Volume {
 
     // Inconsistent or too few good shares for some blocks: bring in every remaining strip once,
     // then open just those blocks again from everything there is.
-    if (next < order.length && failed.some((o) => o.failed!.needMore)) {
-      await readFrom(order.slice(next));
-      next = order.length;
+    if (next < order.length || slotData.size < order.length) {
+      // Only strips still in service: one that failed during this read stays out for the session.
+      const rest = order.filter((m) => !slotData.has(m.index) && (m.state === 'healthy' || m.state === 'stale'));
+      if (failed.some((o) => o.failed!.needMore)) await readFrom(rest);
     }
     for (const o of failed) {
       const address = first + o.i;
@@ -682,6 +687,88 @@ export class Volume {
       out.set(single.blocks, o.i * this.blockBytes);
     }
     return out;
+  }
+
+  /**
+   * Cheapest strips first: healthy before stale, then by observed latency, with the data-fragment
+   * strips (index < M, no decoding needed) favoured unless they are clearly slower.
+   */
+  private readOrder(): Member[] {
+    const cost = (m: Member) => m.latencyMs * (m.index < this.m ? 1 : readParityPenalty);
+    return this.available().sort((a, b) => rank(a) - rank(b) || cost(a) - cost(b) || a.index - b.index);
+  }
+
+  /**
+   * Reads slots from the fastest M strips: starts M reads, starts another whenever one fails, and
+   * hedges — starts the next strip too — when the M have not all answered within a few typical
+   * latencies. Resolves as soon as M have answered; slower reads finish in the background and
+   * only update the latency estimates. Returns how many strips of `order` were asked.
+   */
+  private readFastest(order: Member[], first: number, count: number, into: Map<number, Buffer>): Promise<number> {
+    return new Promise((resolve) => {
+      let next = 0;
+      let pending = 0;
+      let done = false;
+      const waiting = new Set<Member>();
+      let timer: NodeJS.Timeout | undefined;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(next);
+      };
+      const check = () => {
+        if (done) return;
+        if (into.size >= this.m) return finish();
+        while (into.size + pending < this.m && next < order.length) launch();
+        if (pending === 0) finish();
+      };
+      const launch = () => {
+        const mem = order[next++]!;
+        pending++;
+        waiting.add(mem);
+        this.timedRead(mem, first, count).then(
+          (buf) => {
+            waiting.delete(mem);
+            pending--;
+            if (!done) into.set(mem.index, buf);
+            check();
+          },
+          (e: unknown) => {
+            waiting.delete(mem);
+            pending--;
+            void this.markFailed(mem, e).finally(check);
+          },
+        );
+      };
+      const hedge = () => {
+        if (done) return;
+        // A strip that has not answered is at least this slow: later reads should rank it so,
+        // even if this read of it never comes back.
+        const delay = this.hedgeDelayMs();
+        for (const mem of waiting) mem.latencyMs = Math.max(mem.latencyMs, delay * hedgeLatencyFactor);
+        if (next < order.length) launch();
+        if (next < order.length) timer = setTimeout(hedge, this.hedgeDelayMs());
+      };
+      check();
+      if (!done && next < order.length) timer = setTimeout(hedge, this.hedgeDelayMs());
+    });
+  }
+
+  /** A strip read that also feeds the strip's latency estimate (an exponentially weighted mean). */
+  private async timedRead(mem: Member, first: number, count: number): Promise<Buffer> {
+    const started = performance.now();
+    const buf = await mem.strip!.readSlots(first, count);
+    const ms = performance.now() - started;
+    mem.latencyMs = mem.latencyMs === 0 ? ms : mem.latencyMs + latencyWeight * (ms - mem.latencyMs);
+    return buf;
+  }
+
+  /** How long the M fastest may take before another strip is asked too. */
+  private hedgeDelayMs(): number {
+    const seen = this.available().map((m) => m.latencyMs).filter((ms) => ms > 0).sort((a, b) => a - b);
+    const typical = seen.length ? seen[Math.min(seen.length - 1, this.m - 1)]! : hedgeDelayMsMax;
+    return Math.min(hedgeDelayMsMax, Math.max(hedgeDelayMsMin, typical * hedgeLatencyFactor));
   }
 
   private runnerFor(count: number): SplitRunner {

@@ -1,0 +1,49 @@
+/**
+ * Reads use the fastest M strips: a strip that stops answering does not hold reads up, and later
+ * reads stop asking it first.
+ */
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { FaultDevice } from '../../appliance/device/fault-device.ts';
+import { MemoryDevice } from '../../appliance/device/memory-device.ts';
+import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
+import { testWrapper } from '../helpers/volumes.ts';
+
+const MiB = 1024 * 1024;
+
+test('a strip that hangs does not hold reads up: the other strips answer, and it is asked less', async (t) => {
+  // Strip 0's reads wait until the test lets them go: no timing, just "not yet answered".
+  const held: Array<() => void> = [];
+  const hang = () => new Promise<void>((resolve) => held.push(resolve));
+  const size = 2 * MiB;
+  const stripBytes = stripBytesForVolume(size, 4096, 2);
+  const devices = [0, 1, 2].map((i) => new FaultDevice(new MemoryDevice(stripBytes, { id: `m${i}` }), { seed: i + 1, sleep: hang }));
+  const wrapper = testWrapper();
+  const v = await Volume.create({ name: 'f', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true });
+  const data = randomBytes(size);
+  await v.write(0, data);
+  devices[0]!.setProbabilities({ delay: 1 });
+  for (let i = 0; i < 5; i++) {
+    const off = i * 256 * 1024;
+    t.true((await v.read(off, 256 * 1024)).equals(data.subarray(off, off + 256 * 1024)));
+  }
+  // Strip 0 was asked first at most once or twice before it was ranked behind the others.
+  const asked = devices[0]!.faults.filter((f) => f.kind === 'delay' && f.op === 'read').length;
+  t.true(asked >= 1 && asked <= 2, `strip 0 asked ${asked} times`);
+  t.is(v.health().strips[0]!.state, 'healthy', 'slow is not failed');
+  devices[0]!.setProbabilities({});
+  for (const release of held.splice(0)) release();
+  await v.close();
+});
+
+test('a read that fails on one strip is served by another and the strip is taken out', async (t) => {
+  const size = MiB;
+  const stripBytes = stripBytesForVolume(size, 4096, 2);
+  const devices = [0, 1, 2].map((i) => new FaultDevice(new MemoryDevice(stripBytes, { id: `m${i}` }), { seed: i + 7 }));
+  const v = await Volume.create({ name: 'e', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true });
+  const data = randomBytes(size);
+  await v.write(0, data);
+  devices[1]!.setProbabilities({ readError: 1 });
+  t.true((await v.read(0, size)).equals(data));
+  t.is(v.health().strips[1]!.state, 'failed');
+});
