@@ -179,6 +179,29 @@ export class Appliance {
     return volume;
   }
 
+  /**
+   * Replaces strip `index` of a volume with an empty strip on another device (the old one died or
+   * was wiped): places and records it, formats it stale; a scrub (`Volume.scrub`) then rebuilds it.
+   */
+  async replaceStrip(volumeNameOrId: string, index: number, deviceNameOrId: string): Promise<Volume> {
+    const record = await this.store.getVolume(volumeNameOrId);
+    const old = record.strips[index];
+    if (old === undefined) fail(ErrorCode.OutOfRange, `volume ${record.name} has no strip ${index}`);
+    const volume = await this.openVolume(record.id);
+    // Checked before the store moves anything: a strip in service is never replaced.
+    const state = volume.health().strips[index]!.state;
+    if (state === 'healthy' || state === 'stale') {
+      fail(ErrorCode.InvalidArgument, `strip ${index} of volume ${record.name} is in service (${state}); only a missing or failed strip is replaced`);
+    }
+    const device = await this.store.getDevice(deviceNameOrId);
+    const used = await this.store.listStripsOnDevice(device.id);
+    const offsetBytes = allocateRegion(device.sizeBytes, used, old.lengthBytes);
+    await this.store.moveStrip(record.id, { index, deviceId: device.id, offsetBytes, lengthBytes: old.lengthBytes });
+    await volume.replaceStrip(index, { device: await this.device(device), base: offsetBytes });
+    await this.event('strip.replaced', record.id, { strip: index, device: device.name });
+    return volume;
+  }
+
   async removeVolume(nameOrId: string): Promise<void> {
     const record = await this.store.getVolume(nameOrId);
     const open = this.volumes.get(record.id);

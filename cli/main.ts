@@ -28,6 +28,8 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
   volume show NAME [--json]              store record plus live strip health
   volume remove NAME
   volume scrub NAME [--rate SIZE]        verify every share, repair bad ones (SIZE per second, e.g. 50M)
+  volume rebuild NAME --strip I --device D [--rate SIZE]
+                                         replace a missing/failed strip with one on device D and fill it
   volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
   volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
   serve [--nbd HOST:PORT|unix:PATH]      run the appliance (NBD server)
@@ -85,6 +87,8 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       output: { type: 'string' },
       nbd: { type: 'string' },
       rate: { type: 'string' },
+      strip: { type: 'string' },
+      device: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -181,8 +185,15 @@ async function run(argv: string[], io: CliIo): Promise<number> {
         }
         return 0;
       }
+      case 'volume rebuild':
       case 'volume scrub': {
-        const volume = await appliance.openVolume(need(rest[0], 'volume NAME'));
+        const name = need(rest[0], 'volume NAME');
+        let volume;
+        if (verb === 'rebuild') {
+          const index = Number(need(values.strip, '--strip'));
+          if (!Number.isInteger(index)) throw new UsageError(`--strip must be a strip index, got ${values.strip}`);
+          volume = await appliance.replaceStrip(name, index, need(values.device, '--device'));
+        } else volume = await appliance.openVolume(name);
         const rate = values.rate ? parseSize(values.rate, '--rate') : 0;
         const report = await volume.scrub({
           rateBytesPerSec: rate,

@@ -12,6 +12,7 @@ import { openPgSql } from './pg-sql.ts';
 import { openPgliteSql } from './pglite-sql.ts';
 import type { SqlPool } from './sql.ts';
 import * as volumes from './volumes.ts';
+import type { NewStrip } from './volumes.ts';
 
 export type { AuditHead, AuditRow, AuditTransaction } from './audit.ts';
 export type { DeviceKind, DeviceRecord, DeviceState, NewDevice } from './devices.ts';
@@ -89,6 +90,11 @@ export class Store {
   }
 
   /** Sets max(current, value) and returns it. */
+  /** Puts strip `to.index` on a new region (a replacement device); it starts out stale. */
+  moveStrip(volumeId: string, to: NewStrip): Promise<void> {
+    return volumes.moveStrip(this.#sql, volumeId, to);
+  }
+
   /** Atomically reserves [end - count, end) above `min` and every earlier range; returns end. */
   allocateGenerations(volumeId: string, min: number, count: number): Promise<number> {
     return volumes.allocateGenerations(this.#sql, volumeId, min, count);

@@ -252,6 +252,36 @@ export async function setStripState(sql: Sql, volumeId: string, index: number, s
 }
 
 /**
+ * Moves strip `index` of a volume to a new region (a replacement device): the region is checked and
+ * reserved like a new volume's, must be on a device that holds no other strip of this volume, and
+ * the strip starts out stale (it holds nothing until rebuilt).
+ */
+export async function moveStrip(sql: Sql, volumeId: string, to: NewStrip): Promise<void> {
+  const id = checkUuid(volumeId, 'volume.id');
+  const strip: NewStrip = {
+    index: checkInteger(to?.index, 'strip.index', 0, sharesMax - 1),
+    deviceId: checkUuid(to?.deviceId, 'strip.deviceId'),
+    offsetBytes: checkInteger(to?.offsetBytes, 'strip.offsetBytes', 0),
+    lengthBytes: checkInteger(to?.lengthBytes, 'strip.lengthBytes', 1),
+  };
+  await sql.transaction(async (tx) => {
+    const others = await tx.query<Row>('SELECT strip_index FROM strips WHERE volume_id = $1 AND device_id = $2 AND strip_index <> $3', [
+      id,
+      strip.deviceId,
+      strip.index,
+    ]);
+    if (others.length > 0) invalid('strip.deviceId', `device already holds strip ${rowInteger(others[0]!, 'strip_index')} of this volume`);
+    await reserveRegion(tx, strip);
+    const rows = await tx.query<Row>(
+      `UPDATE strips SET device_id = $3, offset_bytes = $4, length_bytes = $5, state = 'stale'
+        WHERE volume_id = $1 AND strip_index = $2 RETURNING strip_index`,
+      [id, strip.index, strip.deviceId, strip.offsetBytes, strip.lengthBytes],
+    );
+    if (rows.length === 0) fail(ErrorCode.StoreNotFound, `no strip ${strip.index} in volume ${id}`, { volume: id, index: strip.index });
+  });
+}
+
+/**
  * Hands out a range of `count` generations starting at or above `min` and above every range handed
  * out before, atomically: two appliances that open the same volume get disjoint ranges, so share
  * nonces never repeat between them. Returns the exclusive end; the range is [end - count, end).

@@ -194,6 +194,8 @@ export class Volume {
   private readonly lock = new RangeLock();
   private readonly hooks: VolumeHooks;
   private readonly runner: SplitRunner;
+  /** The keys that open this volume's strips: a replacement strip's header is wrapped under the same. */
+  private readonly wrappers: readonly Wrapper[];
   private readonly repairs = new Map<string, RepairItem>();
   private repairOverflow = false;
   private closed = false;
@@ -202,7 +204,15 @@ export class Volume {
   /** Serialises header rewrites (reservations, stale marks): they rewrite the same header copies. */
   private headerWrites: Promise<void> = Promise.resolve();
 
-  private constructor(first: Strip, members: Member[], epoch: number, floor: number, hooks: VolumeHooks, runner: SplitRunner) {
+  private constructor(
+    first: Strip,
+    members: Member[],
+    epoch: number,
+    floor: number,
+    hooks: VolumeHooks,
+    runner: SplitRunner,
+    wrappers: readonly Wrapper[],
+  ) {
     const label = first.label;
     this.idBytes = Buffer.from(label.volumeId);
     this.id = bytesToUuid(this.idBytes);
@@ -216,6 +226,7 @@ export class Volume {
     this.members = members;
     this.hooks = hooks;
     this.runner = runner;
+    this.wrappers = wrappers;
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
   }
 
@@ -244,11 +255,7 @@ export class Volume {
     const strips: Strip[] = [];
     for (let index = 0; index < n; index++) {
       const keys: SessionKeySlot[][] = [];
-      for (let s = 0; s < sections; s++) {
-        const slots: SessionKeySlot[] = [{ state: KeySlotState.Active, serial: 1, key: randomBytes(sessionKeyBytes) }];
-        while (slots.length < keySlotsPerSection) slots.push({ state: KeySlotState.Empty, serial: 0, key: Buffer.alloc(sessionKeyBytes) });
-        keys.push(slots);
-      }
+      for (let s = 0; s < sections; s++) keys.push(freshKeySlots());
       const header = newHeader(
         {
           volumeBytes: opts.sizeBytes,
@@ -266,7 +273,7 @@ export class Volume {
       strips.push(strip);
     }
     const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1, latencyMs: 0 }));
-    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner);
+    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers);
   }
 
   static async open(opts: OpenVolumeOptions): Promise<Volume> {
@@ -343,7 +350,7 @@ export class Volume {
         latencyMs: 0,
       };
     });
-    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner);
+    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers);
     // A strip that cannot take even its status record is failed, not a reason to refuse the volume.
     for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened).catch((e: unknown) => volume.markFailed(mem, e));
     if (volume.available().length < ref.m) volume.unavailable('open');
@@ -483,6 +490,45 @@ export class Volume {
       repaired++;
     }
     return { repaired, lost };
+  }
+
+  /**
+   * Puts a new, empty strip in place of a missing or failed one (a replaced or wiped device): fresh
+   * session keys and header key, the volume's label and state, marked stale. A scrub then fills it
+   * and clears the mark. The caller records the new location (the store) before calling.
+   */
+  async replaceStrip(index: number, location: StripLocation, opts: { regionZeroed?: boolean } = {}): Promise<void> {
+    this.checkOpen();
+    const mem = this.members[index];
+    if (mem === undefined) fail(ErrorCode.OutOfRange, `volume ${this.name} has no strip ${index}`);
+    if (mem.state === 'healthy' || mem.state === 'stale') {
+      fail(ErrorCode.InvalidArgument, `strip ${index} of volume ${this.name} is in service (${mem.state}); only a missing or failed strip is replaced`);
+    }
+    const ref = this.available()[0];
+    if (ref === undefined) this.unavailable('replace a strip');
+    const refStrip = ref.strip!;
+    const release = await this.lock.acquire(0, this.sizeBytes / this.blockBytes - 1, 'exclusive');
+    try {
+      await this.headerWrites;
+      const reserved = Math.max(...this.members.map((m) => (m.strip ? m.strip.header.body.generationReserved : 0)));
+      const sections = refStrip.header.body.sections.map(() => freshKeySlots());
+      const header = newHeader(
+        { ...refStrip.header.body, generationReserved: reserved, staleStrips: refStrip.header.body.staleStrips | (1 << index), sections },
+        this.wrappers,
+      );
+      const label = { ...refStrip.label, stripIndex: index, createdAtMs: Date.now() };
+      const strip = await Strip.format(location, label, header, { zeroData: opts.regionZeroed !== true });
+      await strip.appendStatus(StatusCode.Created);
+      mem.strip = strip;
+      mem.state = 'stale';
+      mem.reason = 'replaced; empty until a scrub fills it';
+      mem.durableReserved = reserved;
+      mem.latencyMs = 0;
+      await this.markStale([mem]);
+      await this.hooks.onStripState?.(index, 'stale', mem.reason);
+    } finally {
+      release();
+    }
   }
 
   /** The strips, for tools that inspect them (scrub, verification); null where missing. */
@@ -917,6 +963,13 @@ export class Volume {
 }
 
 const noZeroes = (): boolean => false;
+
+/** One section's key slots for a new strip: a fresh active session key, the rest spare. */
+function freshKeySlots(): SessionKeySlot[] {
+  const slots: SessionKeySlot[] = [{ state: KeySlotState.Active, serial: 1, key: randomBytes(sessionKeyBytes) }];
+  while (slots.length < keySlotsPerSection) slots.push({ state: KeySlotState.Empty, serial: 0, key: Buffer.alloc(sessionKeyBytes) });
+  return slots;
+}
 
 const zeroBlock = Buffer.alloc(1 << 20);
 

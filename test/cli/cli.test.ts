@@ -94,6 +94,26 @@ test('devices, a volume, bytes in and out; nothing in plain text on disk or in t
     t.is(r.code, 0, r.stderr);
     t.regex(r.stdout.toString(), /scrubbed: 4096 blocks, 0 repaired, 0 lost/);
     t.regex(r.stderr, /4096\/4096 blocks/);
+
+    // Rebuild the lost strip on a new device; then the volume survives losing another one.
+    t.is((await cli(data, ['device', 'add', 'd3', join(dir, 'dev3.img'), '--create', '64M'])).code, 0);
+    r = await cli(data, ['volume', 'rebuild', 'vol1', '--strip', '1', '--device', 'd3']);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout.toString(), /strips 1 caught up/);
+    r = await cli(data, ['volume', 'show', 'vol1']);
+    t.regex(r.stdout.toString(), /health: healthy/);
+    await writeFile(join(dir, 'dev0.img'), '');
+    r = await cli(data, ['volume', 'read', 'vol1', '--offset', '4096', '--length', String(payload.length)]);
+    t.is(r.code, 0, r.stderr);
+    t.true(r.stdout.equals(payload));
+    t.is((await cli(data, ['device', 'add', 'd4', join(dir, 'dev4.img'), '--create', '64M'])).code, 0);
+    r = await cli(data, ['volume', 'rebuild', 'vol1', '--strip', '2', '--device', 'd4']);
+    t.not(r.code, 0);
+    t.regex(r.stderr, /in service/);
+    // ... and nothing moved in the store
+    const shown2 = JSON.parse((await cli(data, ['volume', 'show', 'vol1', '--json'])).stdout.toString());
+    t.is(shown2.strips[2].state, 'healthy');
+    t.deepEqual(JSON.parse((await cli(data, ['device', 'show', 'd4', '--json'])).stdout.toString()).strips, []);
   });
 });
 

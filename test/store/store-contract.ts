@@ -366,6 +366,24 @@ export function registerStoreContract(test: TestFn, label: string, openFreshSql:
     t.is(adjacent.name, name);
   });
 
+  test(`${label}: a strip moves to a replacement device, checked like a new placement, and starts stale`, async (t) => {
+    const devices = await addDevices(5);
+    const volume = await store().createVolume({ name: unique('mv'), m: 2, n: 3, sizeBytes: 8 * MiB, blockSize: 4096, strips: stripsOn(devices.slice(0, 3)) });
+    // onto a device that already holds another strip of the volume: refused
+    await expectCode(t, () => store().moveStrip(volume.id, { index: 1, deviceId: devices[0]!.id, offsetBytes: 8 * MiB, lengthBytes: stripBytes }), ErrorCode.InvalidArgument);
+    // overlapping another volume's strip: refused
+    const other = await store().createVolume({ name: unique('mv-other'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: [{ index: 0, deviceId: devices[3]!.id, offsetBytes: 0, lengthBytes: stripBytes }] });
+    await expectCode(t, () => store().moveStrip(volume.id, { index: 1, deviceId: devices[3]!.id, offsetBytes: MiB, lengthBytes: stripBytes }), ErrorCode.StoreConflict);
+    // past the end of the device: refused
+    await expectCode(t, () => store().moveStrip(volume.id, { index: 1, deviceId: devices[4]!.id, offsetBytes: deviceBytes, lengthBytes: stripBytes }), ErrorCode.OutOfRange);
+    await store().moveStrip(volume.id, { index: 1, deviceId: devices[4]!.id, offsetBytes: 0, lengthBytes: stripBytes });
+    const moved = await store().getVolume(volume.id);
+    t.like(moved.strips[1], { index: 1, deviceId: devices[4]!.id, offsetBytes: 0, state: 'stale' });
+    t.deepEqual(await store().listStripsOnDevice(devices[1]!.id), []);
+    await expectCode(t, () => store().moveStrip(volume.id, { index: 7, deviceId: devices[2]!.id, offsetBytes: 0, lengthBytes: stripBytes }), ErrorCode.InvalidArgument);
+    t.truthy(other);
+  });
+
   test(`${label}: generation ranges from concurrent allocations never overlap`, async (t) => {
     const devices = await addDevices(1);
     const volume = await store().createVolume({ name: unique('alloc'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: stripsOn(devices) });
