@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { benchReedSolomon } from './reed-solomon.ts';
 import { benchSplit } from './split.ts';
+import { benchVolume } from './volume.ts';
 import { table } from './timing.ts';
 
 const suites: Record<string, () => Promise<void>> = {
@@ -17,6 +18,10 @@ const suites: Record<string, () => Promise<void>> = {
     console.log('\n## Reed-Solomon over GF(2^8), MB/s of primary data\n');
     const rows = await benchReedSolomon();
     console.log(table(rows.map((r) => ({ case: r.name, 'MB/s': r.mbPerSec }))));
+  },
+  async volume() {
+    console.log('\n## Volume on strip files: degraded (one strip missing) vs healthy, and rebuild speed\n');
+    console.log(table(await benchVolume()));
   },
   async nbd() {
     console.log('\n## NBD: stripvault vs qemu-nbd (raw, LUKS1), nbdcopy and fio\n');

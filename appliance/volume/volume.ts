@@ -472,8 +472,9 @@ export class Volume {
       verifyAll: true,
     });
     const blocks = asBuffer(result.blocks);
+    const bb = this.blockBytes;
     const lost: number[] = [];
-    let repaired = 0;
+    const toRewrite: number[] = [];
     for (const o of result.outcomes) {
       const address = first + o.i;
       if (o.failed !== undefined) {
@@ -481,15 +482,21 @@ export class Volume {
         lost.push(address);
         continue;
       }
-      // Rewrite the whole block at a new generation: every reachable strip then holds the same,
-      // current share, whatever was wrong with the old ones.
-      const block = blocks.subarray(o.i * this.blockBytes, (o.i + 1) * this.blockBytes);
-      const zero = o.generation === 0 || isAllZero(block);
-      await this.writeBlocks(address, block, () => zero);
+      toRewrite.push(o.i);
       for (const r of o.rejected) this.repairs.delete(`${r.stripIndex}:${address}`);
-      repaired++;
     }
-    return { repaired, lost };
+    // Rewrite each bad block at a new generation, so every reachable strip then holds the same current
+    // share whatever was wrong with the old ones; consecutive blocks go out as one run (a rebuild
+    // rewrites whole chunks).
+    for (let k = 0; k < toRewrite.length; ) {
+      let end = k + 1;
+      while (end < toRewrite.length && toRewrite[end] === toRewrite[end - 1]! + 1) end++;
+      const i0 = toRewrite[k]!;
+      const run = blocks.subarray(i0 * bb, (i0 + end - k) * bb);
+      await this.writeBlocks(first + i0, run, (j) => isAllZero(run.subarray(j * bb, (j + 1) * bb)));
+      k = end;
+    }
+    return { repaired: toRewrite.length, lost };
   }
 
   /**
