@@ -24,6 +24,9 @@ export const blocksPerIoMax = 256;
 export const poolBlocksMin = 4;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
 export const repairListMax = 4096;
+/** A strip operation (read, write, flush, header update) that takes longer fails the strip for the session. */
+export const stripIoTimeoutMsDefault = 30_000;
+export const stripIoTimeoutMsMax = 10 * 60_000;
 /** A read asks one more strip when the M fastest have not answered within this many typical latencies ... */
 export const hedgeLatencyFactor = 4;
 /** ... but never sooner than this (timer granularity and jitter) ... */
@@ -121,6 +124,8 @@ export interface CreateVolumeOptions {
   readonly hooks?: VolumeHooks;
   /** Where seal/open batches run (a SplitPool to use every core); inline by default. */
   readonly runner?: SplitRunner;
+  /** A strip operation taking longer fails that strip for the session (default stripIoTimeoutMsDefault). */
+  readonly ioTimeoutMs?: number;
 }
 
 export interface OpenVolumeOptions {
@@ -136,6 +141,8 @@ export interface OpenVolumeOptions {
   readonly staleStrips?: readonly number[];
   /** Where seal/open batches run (a SplitPool to use every core); inline by default. */
   readonly runner?: SplitRunner;
+  /** A strip operation taking longer fails that strip for the session (default stripIoTimeoutMsDefault). */
+  readonly ioTimeoutMs?: number;
 }
 
 interface Member {
@@ -194,6 +201,7 @@ export class Volume {
   private readonly lock = new RangeLock();
   private readonly hooks: VolumeHooks;
   private readonly runner: SplitRunner;
+  private readonly ioTimeoutMs: number;
   /** The keys that open this volume's strips: a replacement strip's header is wrapped under the same. */
   private readonly wrappers: readonly Wrapper[];
   private readonly repairs = new Map<string, RepairItem>();
@@ -212,6 +220,7 @@ export class Volume {
     hooks: VolumeHooks,
     runner: SplitRunner,
     wrappers: readonly Wrapper[],
+    ioTimeoutMs: number,
   ) {
     const label = first.label;
     this.idBytes = Buffer.from(label.volumeId);
@@ -227,6 +236,7 @@ export class Volume {
     this.hooks = hooks;
     this.runner = runner;
     this.wrappers = wrappers;
+    this.ioTimeoutMs = ioTimeoutMs;
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
   }
 
@@ -273,7 +283,7 @@ export class Volume {
       strips.push(strip);
     }
     const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1, latencyMs: 0 }));
-    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers);
+    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs));
   }
 
   static async open(opts: OpenVolumeOptions): Promise<Volume> {
@@ -350,7 +360,7 @@ export class Volume {
         latencyMs: 0,
       };
     });
-    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers);
+    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs));
     // A strip that cannot take even its status record is failed, not a reason to refuse the volume.
     for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened).catch((e: unknown) => volume.markFailed(mem, e));
     if (volume.available().length < ref.m) volume.unavailable('open');
@@ -667,7 +677,7 @@ export class Volume {
       zero,
       targets: targets.map((t) => t.index),
     });
-    const results = await Promise.allSettled(targets.map((t, p) => t.strip!.writeSlots(first, asBuffer(out[p]!))));
+    const results = await Promise.allSettled(targets.map((t, p) => this.deadline(t.strip!.writeSlots(first, asBuffer(out[p]!)), t, 'write')));
     let ok = 0;
     for (let p = 0; p < targets.length; p++) {
       const r = results[p]!;
@@ -811,10 +821,27 @@ export class Volume {
   /** A strip read that also feeds the strip's latency estimate (an exponentially weighted mean). */
   private async timedRead(mem: Member, first: number, count: number): Promise<Buffer> {
     const started = performance.now();
-    const buf = await mem.strip!.readSlots(first, count);
+    const buf = await this.deadline(mem.strip!.readSlots(first, count), mem, 'read');
     const ms = performance.now() - started;
     mem.latencyMs = mem.latencyMs === 0 ? ms : mem.latencyMs + latencyWeight * (ms - mem.latencyMs);
     return buf;
+  }
+
+  /**
+   * Bounds one strip operation: a strip that does not answer within ioTimeoutMs is failed for the
+   * session (and, for writes, marked stale), so one hung device never stalls the volume. The late
+   * operation may still finish; it only ever touches generations its header covers.
+   */
+  private deadline<T>(op: Promise<T>, mem: Member, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new StripvaultError(ErrorCode.DeviceIo, `strip ${mem.index}: ${what} did not finish within ${this.ioTimeoutMs} ms`, { strip: mem.index, errno: 'ETIMEDOUT' })),
+        this.ioTimeoutMs,
+      );
+    });
+    op.catch(() => undefined);
+    return Promise.race([op, expired]).finally(() => clearTimeout(timer));
   }
 
   /** How long the M fastest may take before another strip is asked too. */
@@ -879,7 +906,7 @@ export class Volume {
 
   private async onEachAvailable(op: (strip: Strip, mem: Member) => Promise<void>, what: string): Promise<void> {
     const targets = this.available();
-    const results = await Promise.allSettled(targets.map((t) => op(t.strip!, t)));
+    const results = await Promise.allSettled(targets.map((t) => this.deadline(op(t.strip!, t), t, what)));
     let ok = 0;
     for (let i = 0; i < targets.length; i++) {
       const r = results[i]!;
@@ -970,6 +997,12 @@ export class Volume {
 }
 
 const noZeroes = (): boolean => false;
+
+function checkTimeout(ms: number | undefined): number {
+  if (ms === undefined) return stripIoTimeoutMsDefault;
+  if (!Number.isSafeInteger(ms) || ms < 1 || ms > stripIoTimeoutMsMax) fail(ErrorCode.InvalidArgument, `ioTimeoutMs must be in [1, ${stripIoTimeoutMsMax}]`);
+  return ms;
+}
 
 /** One section's key slots for a new strip: a fresh active session key, the rest spare. */
 function freshKeySlots(): SessionKeySlot[] {

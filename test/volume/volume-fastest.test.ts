@@ -47,3 +47,26 @@ test('a read that fails on one strip is served by another and the strip is taken
   t.true((await v.read(0, size)).equals(data));
   t.is(v.health().strips[1]!.state, 'failed');
 });
+
+test('a strip that stops answering writes is timed out and failed; writes and flushes go on without it', async (t) => {
+  const held: Array<() => void> = [];
+  const hang = () => new Promise<void>((resolve) => held.push(resolve));
+  const size = MiB;
+  const stripBytes = stripBytesForVolume(size, 4096, 2);
+  const devices = [0, 1, 2].map((i) => new FaultDevice(new MemoryDevice(stripBytes, { id: `m${i}` }), { seed: i + 3, sleep: hang }));
+  const wrapper = testWrapper();
+  const v = await Volume.create({ name: 'w', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true, ioTimeoutMs: 100 });
+  await v.write(0, randomBytes(4096));
+  devices[2]!.setProbabilities({ delay: 1 });
+  const data = randomBytes(64 * 1024);
+  await v.write(8192, data);
+  await v.flush();
+  t.is(v.health().strips[2]!.state, 'failed');
+  t.regex(v.health().strips[2]!.reason ?? '', /did not finish within 100 ms/);
+  t.true((await v.read(8192, data.length)).equals(data));
+  // the others now record that strip 2 missed writes
+  t.is(v.stripAt(0)!.header.body.staleStrips & 0b100, 0b100);
+  devices[2]!.setProbabilities({});
+  for (const release of held.splice(0)) release();
+  await v.close();
+});
