@@ -244,6 +244,11 @@ export class Appliance {
     };
   }
 
+  /** Logs an event and records it in the store for administrators. */
+  recordEvent(kind: string, subject: string, detail: Record<string, unknown>): Promise<void> {
+    return this.event(kind, subject, detail);
+  }
+
   private async event(kind: string, subject: string, detail: Record<string, unknown>): Promise<void> {
     this.log.log('info', kind, { subject, ...detail });
     await this.store.appendEvent({ kind, subject, detail });

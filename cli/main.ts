@@ -32,7 +32,8 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
                                          replace a missing/failed strip with one on device D and fill it
   volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
   volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
-  serve [--nbd HOST:PORT|unix:PATH]      run the appliance (NBD server)
+  serve [--nbd HOST:PORT|unix:PATH] [--scrub-every 7d|off] [--scrub-rate 50M]
+                                         run the appliance (NBD server, scheduled scrub)
 
 Environment: STRIPVAULT_DATA (default ./data), STRIPVAULT_STORE (PostgreSQL URL; default embedded PGlite).
 `;
@@ -87,6 +88,8 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       output: { type: 'string' },
       nbd: { type: 'string' },
       rate: { type: 'string' },
+      'scrub-every': { type: 'string' },
+      'scrub-rate': { type: 'string' },
       strip: { type: 'string' },
       device: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -104,7 +107,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
 
   if (group === 'serve') {
     const { serve } = await import('./serve.ts');
-    return serve({ dataDir, store, nbd: values.nbd, io });
+    return serve({ dataDir, store, nbd: values.nbd, io, scrubEvery: values['scrub-every'], scrubRate: values['scrub-rate'] });
   }
 
   const appliance = await openAppliance(dataDir, store, log, io);

@@ -16,18 +16,26 @@ import type { StoreConfig } from '../appliance/store/store.ts';
 import { volumeExport } from '../appliance/volume/volume-export.ts';
 import { stripBytesForVolume } from '../appliance/volume/volume.ts';
 import { loadOrCreateDevWrapper } from '../keymgr/dev-wrapping-key.ts';
+import { startScrubSchedule } from '../appliance/scrub-schedule.ts';
+import { parseDuration, parseSize } from './sizes.ts';
 import type { CliIo } from './main.ts';
 
 export const defaultNbdAddress = '127.0.0.1:10809';
 export const defaultVolumeName = 'default';
 export const defaultVolumeBytes = 1024 ** 3;
 export const defaultGeometry = { m: 2, n: 3 } as const;
+export const scrubEveryDefault = '7d';
+export const scrubRateDefault = '50M';
 
 export interface ServeOptions {
   readonly dataDir: string;
   readonly store: StoreConfig | undefined;
   readonly nbd: string | undefined;
   readonly io: CliIo;
+  /** How often every volume is scrubbed ("7d", "off"); default scrubEveryDefault. */
+  readonly scrubEvery?: string | undefined;
+  /** Scrub speed limit per volume, bytes per second ("50M"); default scrubRateDefault. */
+  readonly scrubRate?: string | undefined;
   /** Resolves to stop the server (tests); by default SIGTERM/SIGINT. */
   readonly stop?: Promise<void>;
   /** Called once listening, with the bound address. */
@@ -107,6 +115,8 @@ function volumeRegistry(appliance: Appliance, log: Logger): ExportRegistry {
 export async function serve(opts: ServeOptions): Promise<number> {
   const log = jsonLogger({ write: (l) => opts.io.stderr.write(l + '\n') });
   const listen = parseNbdAddress(opts.nbd ?? defaultNbdAddress);
+  const scrubEveryMs = parseDuration(opts.scrubEvery ?? scrubEveryDefault, '--scrub-every');
+  const scrubRate = parseSize(opts.scrubRate ?? scrubRateDefault, '--scrub-rate');
   // Until client certificates exist (key manager), NBD is plain text: loopback and Unix sockets only.
   if ('host' in listen && !isLoopback(listen.host)) {
     fail(ErrorCode.InvalidArgument, `plain-text NBD may only listen on loopback or a Unix socket, not ${listen.host}`);
@@ -131,7 +141,8 @@ export async function serve(opts: ServeOptions): Promise<number> {
     throw e;
   }
   const where = 'path' in server.address ? `unix:${server.address.path}` : `${server.address.host}:${server.address.port}`;
-  log.log('info', 'serving', { nbd: where, dataDir: appliance.dataDir });
+  const scrubs = scrubEveryMs === null ? null : startScrubSchedule(appliance, { everyMs: scrubEveryMs, rateBytesPerSec: scrubRate });
+  log.log('info', 'serving', { nbd: where, dataDir: appliance.dataDir, scrubEveryMs, scrubRateBytesPerSec: scrubRate });
   opts.onListening?.(server.address);
 
   const stop =
@@ -143,6 +154,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   await stop;
   log.log('info', 'shutting_down', {});
   await server.close();
+  await scrubs?.stop();
   // Closing the appliance flushes every volume to its strips' storage before the store closes.
   await appliance.close();
   log.log('info', 'stopped', {});

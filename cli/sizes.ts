@@ -17,3 +17,15 @@ export function formatSize(bytes: number): string {
   }
   return `${bytes}`;
 }
+
+const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Durations on the command line: 500ms, 30s, 15m, 24h, 7d; "0" or "off" is null (disabled). */
+export function parseDuration(text: string, what = 'duration'): number | null {
+  if (text === '0' || text === 'off') return null;
+  const m = /^\s*(\d+)\s*(ms|s|m|h|d)\s*$/i.exec(text);
+  if (!m) fail(ErrorCode.InvalidArgument, `${what}: cannot read "${text}" as a duration (e.g. 30s, 15m, 24h, 7d, off)`);
+  const value = Number(m[1]) * durationUnits[m[2]!.toLowerCase()]!;
+  if (!Number.isSafeInteger(value)) fail(ErrorCode.InvalidArgument, `${what}: ${text} is too long`);
+  return value;
+}
