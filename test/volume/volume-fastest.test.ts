@@ -55,14 +55,14 @@ test('a strip that stops answering writes is timed out and failed; writes and fl
   const stripBytes = stripBytesForVolume(size, 4096, 2);
   const devices = [0, 1, 2].map((i) => new FaultDevice(new MemoryDevice(stripBytes, { id: `m${i}` }), { seed: i + 3, sleep: hang }));
   const wrapper = testWrapper();
-  const v = await Volume.create({ name: 'w', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true, ioTimeoutMs: 100 });
+  const v = await Volume.create({ name: 'w', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true, ioTimeoutMs: 1000 });
   await v.write(0, randomBytes(4096));
   devices[2]!.setProbabilities({ delay: 1 });
   const data = randomBytes(64 * 1024);
   await v.write(8192, data);
   await v.flush();
   t.is(v.health().strips[2]!.state, 'failed');
-  t.regex(v.health().strips[2]!.reason ?? '', /did not finish within 100 ms/);
+  t.regex(v.health().strips[2]!.reason ?? '', /did not finish within 1000 ms/);
   t.true((await v.read(8192, data.length)).equals(data));
   // the others now record that strip 2 missed writes
   t.is(v.stripAt(0)!.header.body.staleStrips & 0b100, 0b100);
