@@ -20,6 +20,8 @@ export interface StorageDevice {
   readonly id: string;
   /** Usable size in bytes. */
   readonly sizeBytes: number;
+  /** What it is ('file', 'block', 'nbd', ...); 'nbd' is remote, and reads prefer local strips. */
+  readonly kind?: string;
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Uint8Array): Promise<void>;
   flush(): Promise<void>;

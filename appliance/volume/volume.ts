@@ -33,10 +33,14 @@ export const hedgeLatencyFactor = 4;
 export const hedgeDelayMsMin = 5;
 /** ... nor later than this, whatever the history says. */
 export const hedgeDelayMsMax = 250;
+/** Latencies below this are noise (timer and event-loop jitter), not a difference in speed. */
+export const latencyFloorMs = 2;
 /** Weight of the newest sample in a strip's latency estimate. */
 export const latencyWeight = 0.2;
 /** A parity strip (index >= M) is preferred over a data strip only when this much faster: it costs a decode. */
 export const readParityPenalty = 1.5;
+/** A remote (NBD) strip is preferred over a local one only when this many times faster. */
+export const readRemotePenalty = 4;
 /** Longest single pause a rate-limited scrub takes, so it notices an abort promptly. */
 export const scrubPauseMsMax = 1000;
 /** Write-zeroes and trim proceed in pieces of this many blocks (bounded memory for any length). */
@@ -126,6 +130,8 @@ export interface CreateVolumeOptions {
   readonly runner?: SplitRunner;
   /** A strip operation taking longer fails that strip for the session (default stripIoTimeoutMsDefault). */
   readonly ioTimeoutMs?: number;
+  /** Read local strips before remote (NBD) ones when both are about as fast (default true). */
+  readonly preferLocalReads?: boolean;
 }
 
 export interface OpenVolumeOptions {
@@ -143,6 +149,8 @@ export interface OpenVolumeOptions {
   readonly runner?: SplitRunner;
   /** A strip operation taking longer fails that strip for the session (default stripIoTimeoutMsDefault). */
   readonly ioTimeoutMs?: number;
+  /** Read local strips before remote (NBD) ones when both are about as fast (default true). */
+  readonly preferLocalReads?: boolean;
 }
 
 interface Member {
@@ -202,6 +210,7 @@ export class Volume {
   private readonly hooks: VolumeHooks;
   private readonly runner: SplitRunner;
   private readonly ioTimeoutMs: number;
+  private readonly preferLocalReads: boolean;
   /** The keys that open this volume's strips: a replacement strip's header is wrapped under the same. */
   private readonly wrappers: readonly Wrapper[];
   private readonly repairs = new Map<string, RepairItem>();
@@ -221,6 +230,7 @@ export class Volume {
     runner: SplitRunner,
     wrappers: readonly Wrapper[],
     ioTimeoutMs: number,
+    preferLocalReads: boolean,
   ) {
     const label = first.label;
     this.idBytes = Buffer.from(label.volumeId);
@@ -237,6 +247,7 @@ export class Volume {
     this.runner = runner;
     this.wrappers = wrappers;
     this.ioTimeoutMs = ioTimeoutMs;
+    this.preferLocalReads = preferLocalReads;
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
   }
 
@@ -283,7 +294,7 @@ export class Volume {
       strips.push(strip);
     }
     const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1, latencyMs: 0 }));
-    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs));
+    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs), opts.preferLocalReads ?? true);
   }
 
   static async open(opts: OpenVolumeOptions): Promise<Volume> {
@@ -360,7 +371,7 @@ export class Volume {
         latencyMs: 0,
       };
     });
-    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs));
+    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs), opts.preferLocalReads ?? true);
     // A strip that cannot take even its status record is failed, not a reason to refuse the volume.
     for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened).catch((e: unknown) => volume.markFailed(mem, e));
     if (volume.available().length < ref.m) volume.unavailable('open');
@@ -754,11 +765,12 @@ export class Volume {
 
   /**
    * Cheapest strips first: healthy before stale, then by observed latency, with the data-fragment
-   * strips (index < M, no decoding needed) favoured unless they are clearly slower.
+   * strips (index < M, no decoding needed) and local strips favoured unless they are clearly slower.
    */
   private readOrder(): Member[] {
-    const cost = (m: Member) => m.latencyMs * (m.index < this.m ? 1 : readParityPenalty);
-    return this.available().sort((a, b) => rank(a) - rank(b) || cost(a) - cost(b) || a.index - b.index);
+    const remote = (m: Member) => this.preferLocalReads && m.strip!.device.kind === 'nbd';
+    const cost = (m: Member) => Math.max(m.latencyMs, latencyFloorMs) * (m.index < this.m ? 1 : readParityPenalty) * (remote(m) ? readRemotePenalty : 1);
+    return this.available().sort((a, b) => rank(a) - rank(b) || cost(a) - cost(b) || Number(remote(a)) - Number(remote(b)) || a.index - b.index);
   }
 
   /**

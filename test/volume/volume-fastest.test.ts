@@ -70,3 +70,32 @@ test('a strip that stops answering writes is timed out and failed; writes and fl
   for (const release of held.splice(0)) release();
   await v.close();
 });
+
+test('reads prefer local strips over remote (NBD) ones of similar speed', async (t) => {
+  /** A memory device that says it is remote, and counts its reads. */
+  class Remote extends MemoryDevice {
+    override readonly kind = 'nbd';
+    reads = 0;
+    override read(offset: number, length: number) {
+      this.reads++;
+      return super.read(offset, length);
+    }
+  }
+  class Local extends MemoryDevice {
+    reads = 0;
+    override read(offset: number, length: number) {
+      this.reads++;
+      return super.read(offset, length);
+    }
+  }
+  const size = MiB;
+  const stripBytes = stripBytesForVolume(size, 4096, 2);
+  const devices = [new Remote(stripBytes), new Remote(stripBytes), new Local(stripBytes)];
+  const v = await Volume.create({ name: 'l', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true });
+  const data = randomBytes(size);
+  await v.write(0, data);
+  for (const d of devices) d.reads = 0;
+  for (let i = 0; i < 8; i++) t.true((await v.read(i * 128 * 1024, 128 * 1024)).equals(data.subarray(i * 128 * 1024, (i + 1) * 128 * 1024)));
+  t.is(devices[2]!.reads, 8, 'the local strip serves every read');
+  t.is(devices[0]!.reads + devices[1]!.reads, 8, 'one remote strip per read, no more');
+});
