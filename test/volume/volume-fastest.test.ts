@@ -74,7 +74,7 @@ test('a strip that stops answering writes is timed out and failed; writes and fl
 test('reads prefer local strips over remote (NBD) ones of similar speed', async (t) => {
   /** A memory device that says it is remote, and counts its reads. */
   class Remote extends MemoryDevice {
-    override readonly kind = 'nbd';
+    readonly kind = 'nbd';
     reads = 0;
     override read(offset: number, length: number) {
       this.reads++;
