@@ -23,6 +23,11 @@ export const inlineRunner: SplitRunner = {
 };
 
 export const splitWorkersMax = 16;
+/** A worker that dies within this long of the previous death is replaced only after a growing pause ... */
+const respawnCalmMs = 10_000;
+const respawnDelayMsMin = 100;
+/** ... of at most this long. */
+const respawnDelayMsMax = 30_000;
 /** Batches in flight per worker before callers wait: enough to keep it busy, bounded memory. */
 export const splitQueuePerWorkerMax = 8;
 
@@ -59,6 +64,8 @@ export class SplitPool implements SplitRunner {
   private readonly waiters: Array<() => void> = [];
   private nextId = 1;
   private closed = false;
+  private respawnDelayMs = 0;
+  private lastDeathMs = 0;
 
   constructor(workers = Math.min(availableParallelism(), splitWorkersMax)) {
     assert(Number.isInteger(workers) && workers >= 1 && workers <= splitWorkersMax, 'split worker count');
@@ -96,15 +103,31 @@ export class SplitPool implements SplitRunner {
       if (!p) return;
       slot.pending.delete(reply.id);
       if (reply.ok) p.resolve(reply.result);
-      else p.reject(new Error(`split worker: ${reply.error.message}`));
+      else
+        p.reject(
+          reply.error.code === undefined
+            ? new Error(`split worker: ${reply.error.message}`)
+            : new StripvaultError(reply.error.code as ErrorCode, reply.error.message),
+        );
       this.waiters.shift()?.();
     });
-    // A worker that dies takes its batches with it: fail them, and replace the worker.
+    // A worker that dies takes its batches with it: fail them, and replace the worker — after a
+    // pause that grows while workers keep dying, so a worker that cannot start does not spin a core.
+    // Callers waiting for a free slot are woken: the replacement has room.
     const onDeath = (e: unknown) => {
       this.failAll(slot, e instanceof Error ? e : new Error(`split worker exited: ${String(e)}`));
-      if (this.closed) return;
-      const i = this.slots.indexOf(slot);
-      if (i >= 0) this.slots[i] = this.spawn();
+      if (this.closed || this.slots.indexOf(slot) < 0) return;
+      const now = Date.now();
+      this.respawnDelayMs = now - this.lastDeathMs > respawnCalmMs ? 0 : Math.min(respawnDelayMsMax, Math.max(respawnDelayMsMin, this.respawnDelayMs * 2));
+      this.lastDeathMs = now;
+      const replace = () => {
+        const i = this.slots.indexOf(slot);
+        if (this.closed || i < 0) return;
+        this.slots[i] = this.spawn();
+        for (const w of this.waiters.splice(0)) w();
+      };
+      if (this.respawnDelayMs === 0) replace();
+      else setTimeout(replace, this.respawnDelayMs).unref();
     };
     worker.on('error', onDeath);
     worker.on('exit', (code) => {

@@ -71,3 +71,27 @@ test('a volume on a pool reads back what it wrote, including degraded', async (t
   const d = await Volume.open({ locations: [null, { device: devices[1]!, base: 0 }, { device: devices[2]!, base: 0 }], wrappers: [wrapper], runner: pool });
   t.true((await d.read(12345, 3 * MiB)).equals(data.subarray(12345, 12345 + 3 * MiB)));
 });
+
+test('a worker that dies fails its batches, is replaced, and callers waiting for room are served', async (t) => {
+  const pool = new SplitPool(1);
+  t.teardown(() => pool.close());
+  // More batches than one worker takes at once: some wait for room in the queue.
+  const jobs = Array.from({ length: 12 }, () => pool.seal(batch(64)).then(() => 'ok', (e: Error) => `failed: ${e.message}`));
+  await new Promise((r) => setTimeout(r, 20));
+  await (pool as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots[0]!.worker.terminate();
+  const outcomes = await Promise.race([Promise.all(jobs), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
+  t.not(outcomes, 'hung', 'every batch settles without waiting for close()');
+  t.true((outcomes as string[]).includes('ok'), 'the replacement worker served the waiting batches');
+  // and the pool keeps working
+  t.is((await pool.seal(batch(4))).length, 3);
+});
+
+test('a worker-side StripvaultError keeps its stable code', async (t) => {
+  const pool = new SplitPool(1);
+  t.teardown(() => pool.close());
+  const b = batch(2);
+  // A key table with no active key for strip 0: the engine refuses with a typed error.
+  const bad: SealBatch = { ...b, keys: { ...b.keys, keys: [[[new Uint8Array(5), null, null, null]], ...b.keys.keys.slice(1)] } };
+  const e = await t.throwsAsync(pool.seal(bad));
+  t.is((e as { code?: string }).code, ErrorCode.InvalidArgument);
+});
