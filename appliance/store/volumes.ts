@@ -137,7 +137,7 @@ async function selectVolumes(sql: Sql, where: string, params: (string | null)[])
 }
 
 /** Locks the device row (ordering us against removeDevice and other placements) and checks the region. */
-async function reserveRegion(tx: Sql, strip: NewStrip): Promise<void> {
+async function reserveRegion(tx: Sql, strip: NewStrip, moving?: { volumeId: string }): Promise<void> {
   const devices = await tx.query<Row>('SELECT size_bytes FROM devices WHERE id = $1 FOR UPDATE', [strip.deviceId]);
   const device = devices[0];
   if (device === undefined) fail(ErrorCode.StoreNotFound, `no device ${strip.deviceId} for strip ${strip.index}`, { device: strip.deviceId });
@@ -149,10 +149,12 @@ async function reserveRegion(tx: Sql, strip: NewStrip): Promise<void> {
       index: strip.index,
     });
   }
+  // A strip being moved does not conflict with where it is now.
   const overlapping = await tx.query<Row>(
     `SELECT v.name, s.strip_index FROM strips s JOIN volumes v ON v.id = s.volume_id
-      WHERE s.device_id = $1 AND s.offset_bytes < $2 AND $3 < s.offset_bytes + s.length_bytes LIMIT 1`,
-    [strip.deviceId, end, strip.offsetBytes],
+      WHERE s.device_id = $1 AND s.offset_bytes < $2 AND $3 < s.offset_bytes + s.length_bytes
+        AND NOT (s.volume_id::text = $4 AND s.strip_index = $5) LIMIT 1`,
+    [strip.deviceId, end, strip.offsetBytes, moving?.volumeId ?? '', moving ? strip.index : -1],
   );
   const other = overlapping[0];
   if (other !== undefined) {
@@ -271,7 +273,7 @@ export async function moveStrip(sql: Sql, volumeId: string, to: NewStrip): Promi
       strip.index,
     ]);
     if (others.length > 0) invalid('strip.deviceId', `device already holds strip ${rowInteger(others[0]!, 'strip_index')} of this volume`);
-    await reserveRegion(tx, strip);
+    await reserveRegion(tx, strip, { volumeId: id });
     const rows = await tx.query<Row>(
       `UPDATE strips SET device_id = $3, offset_bytes = $4, length_bytes = $5, state = 'stale'
         WHERE volume_id = $1 AND strip_index = $2 RETURNING strip_index`,

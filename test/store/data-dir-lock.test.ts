@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, StripvaultError } from '../../appliance/errors.ts';
@@ -18,7 +18,7 @@ test('one holder at a time in this process; release frees it', (t) => {
   const dataDir = freshDir();
   const lock = acquireDataDirLock(dataDir);
   const lockPath = join(dataDir, dataDirLockName);
-  t.is(readFileSync(lockPath, 'utf8'), `${process.pid}\n`);
+  t.is(readFileSync(lockPath, 'utf8').split(' ')[0], `${process.pid}`);
   refused(t, dataDir);
   lock.release();
   t.false(existsSync(lockPath));
@@ -42,9 +42,25 @@ test('a lock left by a dead process, or garbage, is taken over', (t) => {
     mkdirSync(dataDir, { recursive: true });
     writeFileSync(join(dataDir, dataDirLockName), content);
     const lock = acquireDataDirLock(dataDir);
-    t.is(readFileSync(join(dataDir, dataDirLockName), 'utf8'), `${process.pid}\n`);
+    t.is(readFileSync(join(dataDir, dataDirLockName), 'utf8').split(' ')[0], `${process.pid}`);
     lock.release();
   }
+});
+
+test('a lock whose pid is alive but belongs to another boot or another process start is stale', (t) => {
+  // pid 1 is alive, but the lock says it was taken before a reboot, or by an earlier process 1.
+  for (const content of ['1 00000000-0000-0000-0000-000000000000 -\n', '1 - 999999999999\n']) {
+    const dataDir = freshDir();
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(join(dataDir, dataDirLockName), content);
+    const lock = acquireDataDirLock(dataDir);
+    t.is(readFileSync(join(dataDir, dataDirLockName), 'utf8').split(' ')[0], `${process.pid}`, content);
+    lock.release();
+  }
+  // No temporary files are left behind.
+  const dataDir = freshDir();
+  acquireDataDirLock(dataDir).release();
+  t.deepEqual(readdirSync(dataDir), []);
 });
 
 test('a lock file naming this process but not held here is stale', (t) => {
