@@ -193,8 +193,9 @@ async function run(argv: string[], io: CliIo): Promise<number> {
         const name = need(rest[0], 'volume NAME');
         let volume;
         if (verb === 'rebuild') {
-          const index = Number(need(values.strip, '--strip'));
-          if (!Number.isInteger(index)) throw new UsageError(`--strip must be a strip index, got ${values.strip}`);
+          const text = need(values.strip, '--strip');
+          if (!/^\d{1,2}$/.test(text)) throw new UsageError(`--strip must be a strip index, got "${text}"`);
+          const index = Number(text);
           volume = await appliance.replaceStrip(name, index, need(values.device, '--device'));
         } else volume = await appliance.openVolume(name);
         const rate = values.rate ? parseSize(values.rate, '--rate') : 0;

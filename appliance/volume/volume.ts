@@ -475,14 +475,8 @@ export class Volume {
   }
 
   private async scrubChunk(first: number, count: number): Promise<{ repaired: number; lost: number[] }> {
-    const members = this.available();
     const slotData = new Map<number, Buffer>();
-    const results = await Promise.allSettled(members.map((mem) => mem.strip!.readSlots(first, count)));
-    for (let i = 0; i < members.length; i++) {
-      const r = results[i]!;
-      if (r.status === 'fulfilled') slotData.set(members[i]!.index, r.value);
-      else await this.markFailed(members[i]!, r.reason);
-    }
+    await this.readAll(this.available(), first, count, slotData);
     if (slotData.size < this.m) this.unavailable('scrub');
     const stale = this.members.filter((m) => m.state === 'stale').map((m) => m.index);
     const result = await this.runnerFor(count).open({
@@ -714,14 +708,7 @@ export class Volume {
 
   private async readChunk(first: number, count: number): Promise<Buffer> {
     const slotData = new Map<number, Buffer>();
-    const readFrom = async (members: Member[]): Promise<void> => {
-      const results = await Promise.allSettled(members.map((mem) => this.timedRead(mem, first, count)));
-      for (let i = 0; i < members.length; i++) {
-        const r = results[i]!;
-        if (r.status === 'fulfilled') slotData.set(members[i]!.index, r.value);
-        else await this.markFailed(members[i]!, r.reason);
-      }
-    };
+    const readFrom = (members: Member[]) => this.readAll(members, first, count, slotData);
     const order = this.readOrder();
     // Healthy strips got every acknowledged write, so M of them suffice. With fewer than M healthy,
     // stale strips are in the read set and only the newest authentic generation across every
@@ -828,6 +815,16 @@ export class Volume {
       check();
       if (!done && next < order.length) timer = setTimeout(hedge, this.hedgeDelayMs());
     });
+  }
+
+  /** Reads the slots from every one of `members` (bounded by the I/O deadline); a strip that fails is taken out. */
+  private async readAll(members: readonly Member[], first: number, count: number, into: Map<number, Buffer>): Promise<void> {
+    const results = await Promise.allSettled(members.map((mem) => this.timedRead(mem, first, count)));
+    for (let i = 0; i < members.length; i++) {
+      const r = results[i]!;
+      if (r.status === 'fulfilled') into.set(members[i]!.index, r.value);
+      else await this.markFailed(members[i]!, r.reason);
+    }
   }
 
   /** A strip read that also feeds the strip's latency estimate (an exponentially weighted mean). */
