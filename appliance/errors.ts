@@ -62,6 +62,16 @@ export const ErrorCode = {
   // audit log: both codes mean the audited operation must be refused
   AuditUnavailable: 'SV_AUDIT_UNAVAILABLE',
   AuditTampered: 'SV_AUDIT_TAMPERED',
+  // directory, communities of interest, access control
+  AuthFailed: 'SV_AUTH_FAILED',
+  DirectoryUnavailable: 'SV_DIRECTORY_UNAVAILABLE',
+  NotFound: 'SV_NOT_FOUND',
+  AccessDenied: 'SV_ACCESS_DENIED',
+  NotInitialized: 'SV_NOT_INITIALIZED',
+  AlreadyInitialized: 'SV_ALREADY_INITIALIZED',
+  KeyDestroyed: 'SV_KEY_DESTROYED',
+  // outstanding write list
+  OwlCorrupt: 'SV_OWL_CORRUPT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
