@@ -3,7 +3,7 @@
  * volumes over them. The CLI and the server drive everything through this object; it owns every
  * open device and volume and closes them in order.
  */
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { StorageDevice } from './device/device.ts';
 import { allocateRegion } from './device/allocation.ts';
@@ -15,9 +15,13 @@ import type { Logger } from './log.ts';
 import { SplitPool, type SplitRunner } from './split/split-pool.ts';
 import type { Wrapper } from './strip/header.ts';
 import { openStore, type DeviceRecord, type Store, type StoreConfig, type VolumeRecord } from './store/store.ts';
-import { Volume, stripBytesForVolume, validateVolumeShape, type StripState } from './volume/volume.ts';
+import { Owl, owlRingBytesFor } from './volume/owl.ts';
+import { Volume, stripBytesForVolume, uuidToBytes, validateVolumeShape, type OwlRecoveryReport, type StripState } from './volume/volume.ts';
+import { slotBytesFor } from './strip/layout.ts';
 
 export const storeDirName = 'store';
+/** Outstanding write lists live here, one file per volume: on the appliance's own disk, beside the store. */
+export const owlDirName = 'owl';
 
 export interface ApplianceOptions {
   /** Where the embedded store and dev keys live. */
@@ -118,7 +122,11 @@ export class Appliance {
     await this.store.setVolumeState(record.id, 'offline');
     const locations = [];
     for (const s of strips) locations.push({ device: await this.device(records[s.index]!), base: s.offsetBytes });
+    // A leftover list of an earlier volume with this id cannot exist (ids are fresh), so create fails loudly if one does.
+    await mkdir(join(this.dataDir, owlDirName), { recursive: true });
+    const owl = await Owl.create(this.owlPath(record.id), uuidToBytes(record.id), owlRingBytesFor(slotBytesFor(req.blockBytes, req.m), n));
     const volume = await Volume.create({
+      owl,
       id: record.id,
       name: req.name,
       m: req.m,
@@ -164,6 +172,7 @@ export class Appliance {
       }
     }
     const volume = await Volume.open({
+      owl: await this.openOwl(record),
       locations,
       wrappers: this.wrappers,
       expectId: record.id,
@@ -210,6 +219,7 @@ export class Appliance {
       this.volumes.delete(record.id);
     }
     await this.store.removeVolume(record.id);
+    await rm(this.owlPath(record.id), { force: true });
     await this.event('volume.removed', record.id, { name: record.name });
   }
 
@@ -234,8 +244,26 @@ export class Appliance {
     return dev;
   }
 
+  private owlPath(volumeId: string): string {
+    return join(this.dataDir, owlDirName, `${volumeId}.owl`);
+  }
+
+  /** The volume's outstanding write list; a volume made before lists existed gets an empty one. */
+  private async openOwl(record: VolumeRecord): Promise<Owl> {
+    try {
+      return await Owl.open(this.owlPath(record.id), uuidToBytes(record.id));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    this.log.log('warn', 'volume.owl_created', { volume: record.name, reason: 'no outstanding write list found; starting an empty one' });
+    await mkdir(join(this.dataDir, owlDirName), { recursive: true });
+    return Owl.create(this.owlPath(record.id), uuidToBytes(record.id), owlRingBytesFor(slotBytesFor(record.blockSize, record.m), record.n));
+  }
+
   private hooksFor(volumeId: string) {
     return {
+      onOwlRecovery: (report: OwlRecoveryReport) =>
+        this.event(report.stoppedAt ? 'volume.owl_recovery_incomplete' : 'volume.owl_recovered', volumeId, { ...report }),
       allocateGenerations: (min: number, count: number) => this.store.allocateGenerations(volumeId, min, count),
       onStripState: async (index: number, state: StripState, reason: string | undefined) => {
         await this.store.setStripState(volumeId, index, state);

@@ -17,6 +17,8 @@ import { StatusCode } from '../strip/status-log.ts';
 import { Strip, type StripLocation } from '../strip/strip.ts';
 import { GenerationLedger, type GenerationRange } from './generation-ledger.ts';
 import { RangeLock } from './range-lock.ts';
+import { crashPoint } from '../crash-point.ts';
+import { owlBlocksPerRecord, type Owl } from './owl.ts';
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
 export const blocksPerIoMax = 256;
@@ -80,6 +82,15 @@ export interface VolumeHooks {
    */
   allocateGenerations?(min: number, count: number): Promise<number>;
   onStripState?(index: number, state: StripState, reason: string | undefined): void | Promise<void>;
+  /** Recovery replayed outstanding writes, or found a damaged record and stopped there. */
+  onOwlRecovery?(report: OwlRecoveryReport): void | Promise<void>;
+}
+
+export interface OwlRecoveryReport {
+  /** Records replayed onto the strips. */
+  readonly replayed: number;
+  /** Set when a record failed its checks: it and everything after it were not replayed. */
+  readonly stoppedAt?: { readonly seq: number; readonly reason: string };
 }
 
 export interface ScrubOptions {
@@ -132,6 +143,8 @@ export interface CreateVolumeOptions {
   readonly ioTimeoutMs?: number;
   /** Read local strips before remote (NBD) ones when both are about as fast (default true). */
   readonly preferLocalReads?: boolean;
+  /** The volume's outstanding write list (an empty one); without it a crash mid-write can tear blocks. */
+  readonly owl?: Owl;
 }
 
 export interface OpenVolumeOptions {
@@ -151,6 +164,8 @@ export interface OpenVolumeOptions {
   readonly ioTimeoutMs?: number;
   /** Read local strips before remote (NBD) ones when both are about as fast (default true). */
   readonly preferLocalReads?: boolean;
+  /** The volume's outstanding write list: what it holds is replayed before the volume serves. */
+  readonly owl?: Owl;
 }
 
 interface Member {
@@ -220,6 +235,9 @@ export class Volume {
   private closing = false;
   /** Serialises header rewrites (reservations, stale marks): they rewrite the same header copies. */
   private headerWrites: Promise<void> = Promise.resolve();
+  private readonly owl: Owl | null;
+  /** One retirement (strip flush + OWL superblock) at a time; later callers share the next. */
+  private retiring: Promise<void> | null = null;
 
   private constructor(
     first: Strip,
@@ -231,6 +249,7 @@ export class Volume {
     wrappers: readonly Wrapper[],
     ioTimeoutMs: number,
     preferLocalReads: boolean,
+    owl: Owl | null,
   ) {
     const label = first.label;
     this.idBytes = Buffer.from(label.volumeId);
@@ -249,6 +268,8 @@ export class Volume {
     this.ioTimeoutMs = ioTimeoutMs;
     this.preferLocalReads = preferLocalReads;
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
+    this.owl = owl;
+    owl?.onFull(() => this.retireOwl());
   }
 
   static async create(opts: CreateVolumeOptions): Promise<Volume> {
@@ -294,7 +315,21 @@ export class Volume {
       strips.push(strip);
     }
     const members = strips.map((strip, index): Member => ({ index, strip, state: 'healthy', reason: undefined, durableReserved: 1, latencyMs: 0 }));
-    return new Volume(strips[0]!, members, 1, 1, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs), opts.preferLocalReads ?? true);
+    if (opts.owl) {
+      assert(opts.owl.volumeId.equals(idBytes) && opts.owl.outstanding.length === 0, 'a new volume gets an empty outstanding write list of its own');
+    }
+    return new Volume(
+      strips[0]!,
+      members,
+      1,
+      1,
+      opts.hooks ?? {},
+      opts.runner ?? inlineRunner,
+      opts.wrappers,
+      checkTimeout(opts.ioTimeoutMs),
+      opts.preferLocalReads ?? true,
+      opts.owl ?? null,
+    );
   }
 
   static async open(opts: OpenVolumeOptions): Promise<Volume> {
@@ -359,6 +394,9 @@ export class Volume {
       epoch = Math.max(epoch, b.epoch);
       floor = Math.max(floor, b.generationReserved);
     }
+    if (opts.owl && !opts.owl.volumeId.equals(ref.volumeId)) fail(ErrorCode.OwlCorrupt, `${opts.owl.path} belongs to another volume`);
+    // Replayed writes were reserved before they were journalled; recovery does not rely on it.
+    for (const rec of opts.owl?.outstanding ?? []) floor = Math.max(floor, rec.generation + rec.count);
     const members = loaded.map((l): Member => {
       if (l.strip === null) return { index: l.index, strip: null, state: 'missing', reason: l.reason, durableReserved: 0, latencyMs: 0 };
       const isStale = (stale & (1 << l.index)) !== 0;
@@ -371,10 +409,22 @@ export class Volume {
         latencyMs: 0,
       };
     });
-    const volume = new Volume(first, members, epoch, floor, opts.hooks ?? {}, opts.runner ?? inlineRunner, opts.wrappers, checkTimeout(opts.ioTimeoutMs), opts.preferLocalReads ?? true);
+    const volume = new Volume(
+      first,
+      members,
+      epoch,
+      floor,
+      opts.hooks ?? {},
+      opts.runner ?? inlineRunner,
+      opts.wrappers,
+      checkTimeout(opts.ioTimeoutMs),
+      opts.preferLocalReads ?? true,
+      opts.owl ?? null,
+    );
     // A strip that cannot take even its status record is failed, not a reason to refuse the volume.
     for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened).catch((e: unknown) => volume.markFailed(mem, e));
     if (volume.available().length < ref.m) volume.unavailable('open');
+    if (opts.owl) await volume.replayOwl(opts.owl);
     // Reserve now, so a volume that is opened and immediately written never waits mid-request.
     await volume.ledger.take(1);
     return volume;
@@ -391,9 +441,10 @@ export class Volume {
     const release = await this.lock.acquire(0, this.sizeBytes / this.blockBytes - 1, 'exclusive');
     try {
       await this.headerWrites;
-      await this.flushStrips().catch(() => undefined);
+      await this.retireOwl().catch(() => undefined);
       for (const mem of this.available()) await mem.strip!.appendStatus(StatusCode.Closed).catch(() => undefined);
       await this.flushStrips().catch(() => undefined);
+      await this.owl?.close();
     } finally {
       this.closed = true;
       release();
@@ -403,6 +454,11 @@ export class Volume {
       mem.strip.header.headerKey.fill(0);
       for (const section of mem.strip.header.body.sections) for (const slot of section) slot.key.fill(0);
     }
+  }
+
+  /** How full the outstanding write list is (null: the volume has none). */
+  owlUsage(): ReturnType<Owl['usage']> | null {
+    return this.owl?.usage() ?? null;
   }
 
   health(): VolumeHealth {
@@ -620,7 +676,80 @@ export class Volume {
   /** Makes every acknowledged write durable on the strips' storage. */
   async flush(): Promise<void> {
     this.checkOpen();
-    await this.flushStrips();
+    await this.retireOwl();
+  }
+
+  /**
+   * Flushes the strips, then retires the OWL entries that were complete before the flush began.
+   * Concurrent callers share a retirement only if it had not started yet: one that began earlier
+   * may not cover writes they completed.
+   */
+  private retireOwl(): Promise<void> {
+    const owl = this.owl;
+    if (owl === null) return this.flushStrips();
+    const run = async (): Promise<void> => {
+      const done = owl.completed();
+      await this.flushStrips();
+      await owl.retire(done);
+      crashPoint('owl.retired');
+    };
+    const p = (this.retiring ?? Promise.resolve()).then(run, run);
+    this.retiring = p;
+    void p.finally(() => {
+      if (this.retiring === p) this.retiring = null;
+    }).catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * Rolls every outstanding write forward: its shares, exactly as journalled (same generation, so
+   * the same nonce meets the same plaintext), go to every strip that should have them; strips that
+   * cannot take them are marked stale. Each record is authenticated share by share first; a record
+   * that fails ends the replay, as it and everything after it were never sent to a strip.
+   */
+  private async replayOwl(owl: Owl): Promise<void> {
+    let replayed = 0;
+    let stoppedAt: { seq: number; reason: string } | undefined;
+    for (const rec of owl.outstanding) {
+      const problem = await this.replayRecord(owl, rec);
+      if (problem !== null) {
+        stoppedAt = { seq: rec.seq, reason: problem };
+        break;
+      }
+      replayed++;
+      crashPoint('owl.recovery-replayed');
+    }
+    if (owl.outstanding.length > 0) {
+      await this.flushStrips();
+      await owl.retireOutstanding();
+      await this.hooks.onOwlRecovery?.({ replayed, ...(stoppedAt ? { stoppedAt } : {}) });
+    }
+  }
+
+  /** Null when replayed, else why the record cannot be trusted. */
+  private async replayRecord(owl: Owl, rec: Owl['outstanding'][number]): Promise<string | null> {
+    const blocks = this.sizeBytes / this.blockBytes;
+    if (rec.slotBytes !== this.slotBytes || rec.first + rec.count > blocks || rec.targets.some((t) => t >= this.n)) {
+      return 'record does not fit the volume';
+    }
+    const payload = await owl.readPayload(rec);
+    const span = rec.count * rec.slotBytes;
+    const shares = new Map(rec.targets.map((t, p) => [t, payload.subarray(p * span, (p + 1) * span)] as const));
+    const check = openBatch({ ...this.batchGeometry(rec.first, rec.count), slots: [...shares], complete: false, verifyAll: true });
+    const bad = check.outcomes.find((o) => o.failed !== undefined || o.rejected.length > 0);
+    if (bad) return `block ${rec.first + bad.i}: ${bad.failed?.message ?? bad.rejected.map((r) => `strip ${r.stripIndex} ${r.reason}`).join(', ')}`;
+    const targets = this.available().filter((mem) => shares.has(mem.index));
+    const results = await Promise.allSettled(targets.map((t) => this.deadline(t.strip!.writeSlots(rec.first, shares.get(t.index)!), t, 'write')));
+    let ok = 0;
+    for (let p = 0; p < targets.length; p++) {
+      const r = results[p]!;
+      if (r.status === 'fulfilled') ok++;
+      else await this.markFailed(targets[p]!, r.reason);
+    }
+    if (ok < this.m) this.unavailable('outstanding write replay');
+    const written = new Set(targets.filter((_, p) => results[p]!.status === 'fulfilled').map((t) => t.index));
+    await this.markStale(this.members.filter((mem) => !written.has(mem.index)));
+    return null;
   }
 
   private flushStrips(): Promise<void> {
@@ -660,6 +789,16 @@ export class Volume {
   }
 
   private async writeBlocks(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
+    const count = blocks.length / this.blockBytes;
+    // One OWL record per piece; for ordinary geometries a piece is the whole request.
+    const per = owlBlocksPerRecord(this.slotBytes, this.n);
+    for (let done = 0; done < count; done += per) {
+      const n = Math.min(per, count - done);
+      await this.writeRecord(first + done, blocks.subarray(done * this.blockBytes, (done + n) * this.blockBytes), (i) => isZero(done + i));
+    }
+  }
+
+  private async writeRecord(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
     this.checkNotClosed();
     if (this.available().length < this.m) this.unavailable('write');
     const count = blocks.length / this.blockBytes;
@@ -682,17 +821,29 @@ export class Volume {
       zero,
       targets: targets.map((t) => t.index),
     });
-    const results = await Promise.allSettled(targets.map((t, p) => this.deadline(t.strip!.writeSlots(first, asBuffer(out[p]!)), t, 'write')));
+    // Journalled durably before any share goes out: a crash from here on is rolled forward.
+    const entry = this.owl
+      ? await this.owl.append({ first, count, epoch: this.epoch, generation, targets: targets.map((t) => t.index), slotBytes: this.slotBytes, shares: out })
+      : null;
+    if (entry) crashPoint('owl.appended');
+    const writeOne = async (t: Member, p: number): Promise<void> => {
+      await this.deadline(t.strip!.writeSlots(first, asBuffer(out[p]!)), t, 'write');
+      crashPoint('volume.strip-written');
+    };
+    const results = await Promise.allSettled(targets.map(writeOne));
     let ok = 0;
     for (let p = 0; p < targets.length; p++) {
       const r = results[p]!;
       if (r.status === 'fulfilled') ok++;
       else await this.markFailed(targets[p]!, r.reason);
     }
+    // Below M the entry stays outstanding: the next open replays it onto the strips that return.
     if (ok < this.m) this.unavailable('write');
+    crashPoint('volume.shares-written');
     // Strips that were not written now hold older data: record that on the ones that were.
     const missed = this.members.filter((mem) => mem.state === 'missing' || mem.state === 'failed');
     await this.markStale(missed);
+    if (entry) this.owl!.complete(entry);
   }
 
   /** Reads and opens `count` blocks from `first`; returns count × blockBytes bytes. */

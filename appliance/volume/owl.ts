@@ -1,0 +1,384 @@
+/**
+ * The outstanding write list (OWL) of one volume: a ring journal of the sealed shares of every
+ * write, made durable before any of its shares goes out to a strip, and retired once the strips
+ * hold them durably. After a crash, replaying what is outstanding rolls every torn write forward,
+ * so each block is whole: its last flushed content or a later write. Design: docs/owl.md; byte
+ * layout: owl-format.ts.
+ *
+ * - Group commit: appends that arrive while a sync is under way share the next one.
+ * - Records form a chain of consecutive sequence numbers from the superblock's tail. Replay stops
+ *   at the first gap: a record after a gap belongs to a group whose sync never finished, so none of
+ *   its shares was ever sent to a strip.
+ * - Sequence numbers never repeat, also across recoveries (see skipAfterRecovery), so a record
+ *   from an unfinished group can never be mistaken for a later one.
+ * - Space is reused only after the superblock that retires it is durable. When the ring is full,
+ *   appends wait (back-pressure) while `makeRoom` flushes the strips and retires.
+ * - A failed journal write breaks the list for the session: later records could not be found
+ *   behind the hole, so every later append is refused (fail closed) until the volume is reopened.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
+import {
+  decodeOwlRecordHeader,
+  decodeOwlSuperblock,
+  encodeOwlRecordHeader,
+  encodeOwlSuperblock,
+  owlRecordAlign,
+  owlRecordBytes,
+  owlRecordHeaderBytes,
+  owlRecordPayloadBytesMax,
+  owlRingBytesDefault,
+  owlRingBytesMax,
+  owlRingOffset,
+  owlRingRecordsMin,
+  owlSuperBytes,
+  type OwlRecordHeader,
+  type OwlSuperblock,
+} from './owl-format.ts';
+
+export const owlFileMode = 0o600;
+
+export interface OwlAppend {
+  readonly first: number;
+  readonly count: number;
+  readonly epoch: number;
+  readonly generation: number;
+  /** Strip indices, ascending, one share buffer each in `shares`. */
+  readonly targets: readonly number[];
+  readonly slotBytes: number;
+  readonly shares: readonly Uint8Array[];
+}
+
+/** A record found outstanding when the list was opened: to be replayed before serving. */
+export interface OwlOutstanding extends OwlRecordHeader {
+  readonly pos: number;
+}
+
+export interface OwlEntry {
+  readonly seq: number;
+  readonly pos: number;
+  /** Ring bytes the entry holds, including padding skipped before it at the ring's end. */
+  readonly bytes: number;
+  state: 'journaling' | 'journaled' | 'completed' | 'durable';
+}
+
+export interface OwlUsage {
+  readonly ringBytes: number;
+  readonly usedBytes: number;
+  readonly entries: number;
+}
+
+interface Queued {
+  readonly entry: OwlEntry;
+  readonly buffers: readonly Uint8Array[];
+  readonly resolve: () => void;
+  readonly reject: (e: unknown) => void;
+}
+
+/** The largest record a volume of this shape can need (one block on every strip), to size the ring. */
+export function owlRingBytesFor(slotBytes: number, n: number, ringBytes = owlRingBytesDefault): number {
+  const oneBlock = owlRecordBytes(slotBytes * n);
+  assert(slotBytes * n <= owlRecordPayloadBytesMax, 'one block of shares fits an OWL record');
+  return Math.min(owlRingBytesMax, Math.max(ringBytes, owlRingRecordsMin * owlRecordBytes(owlRecordPayloadBytesMax), owlRingRecordsMin * oneBlock));
+}
+
+/** Blocks per record so a record's payload stays within owlRecordPayloadBytesMax. */
+export function owlBlocksPerRecord(slotBytes: number, n: number): number {
+  return Math.max(1, Math.floor(owlRecordPayloadBytesMax / (slotBytes * n)));
+}
+
+export class Owl {
+  readonly path: string;
+  readonly volumeId: Buffer;
+  readonly ringBytes: number;
+  /** Records found at open, in sequence order; empty once replayed and retired. */
+  outstanding: readonly OwlOutstanding[];
+  readonly #fh: FileHandle;
+  #counter: number;
+  #retired: number;
+  #nextSeq: number;
+  /** Ring offset where the next record goes (if it fits before the end). */
+  #head: number;
+  #used = 0;
+  readonly #live: OwlEntry[] = [];
+  #queue: Queued[] = [];
+  #writing: Promise<void> | null = null;
+  #admission: Promise<void> = Promise.resolve();
+  #superWrites: Promise<void> = Promise.resolve();
+  #broken: StripvaultError | null = null;
+  #closed = false;
+  #makeRoom: (() => Promise<void>) | null = null;
+  #roomWaiters: Array<() => void> = [];
+
+  private constructor(path: string, fh: FileHandle, sb: OwlSuperblock, outstanding: OwlOutstanding[], head: number) {
+    this.path = path;
+    this.#fh = fh;
+    this.volumeId = sb.volumeId;
+    this.ringBytes = sb.ringBytes;
+    this.#counter = sb.counter;
+    this.#retired = sb.retired;
+    this.outstanding = outstanding;
+    const last = outstanding.at(-1);
+    this.#nextSeq = (last?.seq ?? sb.retired) + 1;
+    this.#head = head;
+  }
+
+  /** Creates an empty list (refuses to replace an existing file). */
+  static async create(path: string, volumeId: Buffer, ringBytes = owlRingBytesDefault): Promise<Owl> {
+    assert(volumeId.length === 16, 'volume id');
+    if (!Number.isSafeInteger(ringBytes) || ringBytes % owlRecordAlign !== 0 || ringBytes > owlRingBytesMax) {
+      fail(ErrorCode.InvalidArgument, `OWL ring size ${ringBytes} must be a multiple of ${owlRecordAlign} up to ${owlRingBytesMax}`);
+    }
+    const fh = await open(path, 'wx+', owlFileMode);
+    try {
+      const sb: OwlSuperblock = { volumeId, ringBytes, counter: 1, retired: 0, tail: 0 };
+      await fh.truncate(owlRingOffset + ringBytes);
+      await fh.write(encodeOwlSuperblock(sb), 0, owlSuperBytes, 0);
+      await fh.sync();
+      return new Owl(path, fh, sb, [], 0);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /** Opens a list and finds what is outstanding (see `outstanding`). */
+  static async open(path: string, volumeId: Buffer): Promise<Owl> {
+    const fh = await open(path, 'r+');
+    try {
+      const both = Buffer.alloc(2 * owlSuperBytes);
+      await fh.read(both, 0, both.length, 0);
+      const copies = [decodeOwlSuperblock(both.subarray(0, owlSuperBytes)), decodeOwlSuperblock(both.subarray(owlSuperBytes))].filter(
+        (s): s is OwlSuperblock => s !== null,
+      );
+      const sb = copies.sort((a, b) => b.counter - a.counter)[0];
+      if (!sb) fail(ErrorCode.OwlCorrupt, `${path}: no valid outstanding write list superblock`);
+      if (!sb.volumeId.equals(volumeId)) fail(ErrorCode.OwlCorrupt, `${path} belongs to another volume`);
+      const size = (await fh.stat()).size;
+      if (sb.ringBytes % owlRecordAlign !== 0 || sb.tail >= Math.max(sb.ringBytes, 1) || size < owlRingOffset + sb.ringBytes) {
+        fail(ErrorCode.OwlCorrupt, `${path}: superblock does not match the file`, { ringBytes: sb.ringBytes, tail: sb.tail, size });
+      }
+      const { records, head } = await scanChain(fh, sb);
+      return new Owl(path, fh, sb, records, head);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /** Called when an append finds the ring full: flush the strips and retire (the volume provides it). */
+  onFull(makeRoom: () => Promise<void>): void {
+    this.#makeRoom = makeRoom;
+  }
+
+  usage(): OwlUsage {
+    return { ringBytes: this.ringBytes, usedBytes: this.#used, entries: this.#live.length };
+  }
+
+  async readPayload(rec: OwlOutstanding): Promise<Buffer> {
+    const buf = Buffer.alloc(rec.payloadBytes);
+    const { bytesRead } = await this.#fh.read(buf, 0, buf.length, owlRingOffset + rec.pos + owlRecordHeaderBytes);
+    if (bytesRead !== buf.length) fail(ErrorCode.OwlCorrupt, `${this.path}: record ${rec.seq} is truncated`);
+    return buf;
+  }
+
+  /**
+   * Journals one write's shares; resolves once they are durable. Only then may any of them be
+   * written to a strip.
+   */
+  async append(a: OwlAppend): Promise<OwlEntry> {
+    this.#check();
+    assert(a.targets.length === a.shares.length && a.targets.length >= 1, 'OWL append targets');
+    const payloadBytes = a.targets.length * a.count * a.slotBytes;
+    assert(payloadBytes <= owlRecordPayloadBytesMax, 'OWL record payload too large');
+    for (const s of a.shares) assert(s.length === a.count * a.slotBytes, 'OWL share buffer length');
+    const recordBytes = owlRecordBytes(payloadBytes);
+    // Admission in arrival order: a large write waiting for room is not overtaken for ever by small ones.
+    const admitted = this.#admission.then(() => this.#waitForRoom(recordBytes));
+    this.#admission = admitted.catch(() => undefined);
+    return admitted.then(() => {
+      this.#check();
+      let pos = this.#head;
+      let bytes = recordBytes;
+      if (pos + recordBytes > this.ringBytes) {
+        bytes += this.ringBytes - pos;
+        pos = 0;
+      }
+      const entry: OwlEntry = { seq: this.#nextSeq++, pos, bytes, state: 'journaling' };
+      this.#head = pos + recordBytes;
+      this.#used += bytes;
+      this.#live.push(entry);
+      const header = encodeOwlRecordHeader({ ...a, seq: entry.seq, volumeId: this.volumeId, payloadBytes });
+      const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
+      const buffers = pad > 0 ? [header, ...a.shares, Buffer.alloc(pad)] : [header, ...a.shares];
+      return new Promise<OwlEntry>((resolve, reject) => {
+        this.#queue.push({ entry, buffers, resolve: () => resolve(entry), reject });
+        this.#kick();
+      });
+    });
+  }
+
+  /** Every target strip has the entry's shares (not necessarily durably yet). */
+  complete(entry: OwlEntry): void {
+    assert(entry.state === 'journaled', 'OWL entry completed twice or before it was journaled');
+    entry.state = 'completed';
+    this.#wakeRoomWaiters();
+  }
+
+  /** Entries whose shares are on the strips but maybe not durable: snapshot before a strip flush. */
+  completed(): OwlEntry[] {
+    return this.#live.filter((e) => e.state === 'completed');
+  }
+
+  /**
+   * After a strip flush that began after `entries` completed: they are durable on the strips.
+   * Retires the oldest durable run and makes that durable before its space is reused.
+   */
+  async retire(entries: readonly OwlEntry[]): Promise<void> {
+    for (const e of entries) if (e.state === 'completed') e.state = 'durable';
+    let n = 0;
+    while (n < this.#live.length && this.#live[n]!.state === 'durable') n++;
+    if (n === 0) return;
+    const last = this.#live[n - 1]!;
+    const nextLive = this.#live[n];
+    await this.#writeSuper(last.seq, nextLive ? nextLive.pos : this.#head);
+    // Entries may have been retired by a concurrent call meanwhile: free only what is still ours.
+    while (this.#live.length > 0 && this.#live[0]!.seq <= last.seq) this.#used -= this.#live.shift()!.bytes;
+    this.#wakeRoomWaiters();
+  }
+
+  /**
+   * After every outstanding record has been replayed and the strips flushed: retires them and skips
+   * sequence numbers past any record of an unfinished group that may still sit in the ring.
+   */
+  async retireOutstanding(): Promise<void> {
+    assert(this.#live.length === 0, 'recovery retires before any new write');
+    const skip = this.ringBytes / owlRecordAlign + 1;
+    this.#nextSeq += skip;
+    await this.#writeSuper(this.#nextSeq - 1, this.#head);
+    this.outstanding = [];
+  }
+
+  /** Waits for journal writes in flight; the file is closed. Outstanding entries stay in the file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#admission;
+    while (this.#writing) await this.#writing;
+    await this.#superWrites;
+    await this.#fh.close();
+  }
+
+  #check(): void {
+    if (this.#broken) throw this.#broken;
+    if (this.#closed) fail(ErrorCode.VolumeClosed, 'outstanding write list is closed');
+  }
+
+  #fits(recordBytes: number): boolean {
+    const need = this.#head + recordBytes > this.ringBytes ? this.ringBytes - this.#head + recordBytes : recordBytes;
+    return this.ringBytes - this.#used >= need;
+  }
+
+  async #waitForRoom(recordBytes: number): Promise<void> {
+    assert(recordBytes * owlRingRecordsMin <= this.ringBytes, 'OWL ring too small for its records');
+    while (!this.#fits(recordBytes)) {
+      this.#check();
+      const woken = new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+      // Entries still being written cannot be retired yet; their completion wakes us to try again.
+      if (this.#makeRoom && this.#live.some((e) => e.state === 'completed' || e.state === 'durable')) {
+        await this.#makeRoom();
+      } else {
+        await woken;
+      }
+    }
+  }
+
+  #wakeRoomWaiters(): void {
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #kick(): void {
+    if (this.#writing) return;
+    this.#writing = this.#drain().finally(() => {
+      this.#writing = null;
+      if (this.#queue.length > 0) this.#kick();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue;
+      this.#queue = [];
+      try {
+        if (this.#broken) throw this.#broken;
+        await Promise.all(batch.map((q) => this.#fh.writev(q.buffers as Uint8Array[], owlRingOffset + q.entry.pos)));
+        await this.#fh.datasync();
+      } catch (e) {
+        this.#broken ??= new StripvaultError(ErrorCode.DeviceIo, `outstanding write list ${this.path} cannot be written: ${(e as Error).message}`, { path: this.path }, { cause: e });
+        for (const q of batch) q.reject(this.#broken);
+        this.#wakeRoomWaiters();
+        continue;
+      }
+      for (const q of batch) {
+        q.entry.state = 'journaled';
+        q.resolve();
+      }
+    }
+  }
+
+  #writeSuper(retired: number, tail: number): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (retired <= this.#retired) return;
+      const counter = this.#counter + 1;
+      const sb = encodeOwlSuperblock({ volumeId: this.volumeId, ringBytes: this.ringBytes, counter, retired, tail });
+      // Alternate copies: a torn superblock write leaves the other, older one valid.
+      await this.#fh.write(sb, 0, owlSuperBytes, (counter % 2) * owlSuperBytes);
+      await this.#fh.datasync();
+      this.#counter = counter;
+      this.#retired = retired;
+    };
+    const p = this.#superWrites.then(run);
+    this.#superWrites = p.catch(() => undefined);
+    return p;
+  }
+}
+
+/**
+ * Follows the chain of records from the superblock's tail: seq retired+1, retired+2, … each either
+ * right after the previous one or, if it did not fit there, at the start of the ring.
+ */
+async function scanChain(fh: FileHandle, sb: OwlSuperblock): Promise<{ records: OwlOutstanding[]; head: number }> {
+  const records: OwlOutstanding[] = [];
+  const header = Buffer.alloc(owlRecordHeaderBytes);
+  let pos = sb.tail;
+  let seq = sb.retired + 1;
+  let scanned = 0;
+  const at = async (p: number): Promise<OwlRecordHeader | null> => {
+    if (p + owlRecordHeaderBytes > sb.ringBytes) return null;
+    const { bytesRead } = await fh.read(header, 0, owlRecordHeaderBytes, owlRingOffset + p);
+    if (bytesRead !== owlRecordHeaderBytes) return null;
+    const h = decodeOwlRecordHeader(header);
+    if (h === null || h.seq !== seq || !h.volumeId.equals(sb.volumeId) || p + owlRecordBytes(h.payloadBytes) > sb.ringBytes) return null;
+    return h;
+  };
+  while (scanned < sb.ringBytes) {
+    let h = await at(pos);
+    if (h === null && pos !== 0) {
+      const wrapped = await at(0);
+      if (wrapped !== null) {
+        scanned += sb.ringBytes - pos;
+        pos = 0;
+        h = wrapped;
+      }
+    }
+    if (h === null) break;
+    records.push({ ...h, pos });
+    const bytes = owlRecordBytes(h.payloadBytes);
+    pos += bytes;
+    scanned += bytes;
+    seq++;
+  }
+  return { records, head: pos };
+}
