@@ -72,6 +72,10 @@ export const ErrorCode = {
   KeyDestroyed: 'SV_KEY_DESTROYED',
   // outstanding write list
   OwlCorrupt: 'SV_OWL_CORRUPT',
+  // admin REST API: too many failed attempts; no API answering; an unexpected failure (no details)
+  RateLimited: 'SV_RATE_LIMITED',
+  ApiUnavailable: 'SV_API_UNAVAILABLE',
+  Internal: 'SV_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

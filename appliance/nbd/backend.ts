@@ -14,6 +14,7 @@
  * StripvaultError code into the NBD error the client sees.
  */
 import { ErrorCode, fail } from '../errors.ts';
+import type { NbdPeer } from './peer.ts';
 import { blockSizeMinLimit, blockSizePreferredFloor, stringBytesMax } from './protocol.ts';
 
 export interface NbdExport {
@@ -36,9 +37,15 @@ export interface NbdExport {
   blockStatus?(offset: number, length: number): Promise<Array<{ length: number; flags: number }>>;
 }
 
+/**
+ * What a peer may see and open. Both calls answer for one peer: an export the peer may not open
+ * must be absent from `list` and `undefined` from `get`, exactly as an export that does not exist,
+ * so a client cannot learn the names of disks it has no access to. Either may throw; SV_SEALED
+ * reaches the client as NBD_REP_ERR_POLICY with a message saying so.
+ */
 export interface ExportRegistry {
-  list(): NbdExport[] | Promise<NbdExport[]>;
-  get(name: string): NbdExport | undefined | Promise<NbdExport | undefined>;
+  list(peer: NbdPeer): NbdExport[] | Promise<NbdExport[]>;
+  get(name: string, peer: NbdPeer): NbdExport | undefined | Promise<NbdExport | undefined>;
 }
 
 function isPowerOfTwo(n: number): boolean {
@@ -67,7 +74,7 @@ export function checkExport(e: NbdExport): void {
   }
 }
 
-/** A fixed set of exports; `defaultName` is what the empty name (the spec's "default export") opens. */
+/** A fixed set of exports, the same for every peer; `defaultName` is what the empty name (the spec's "default export") opens. */
 export function staticExportRegistry(exports: readonly NbdExport[], defaultName?: string): ExportRegistry {
   const byName = new Map<string, NbdExport>();
   for (const e of exports) {

@@ -3,7 +3,7 @@
  * option haggling until the client enters transmission (GO / EXPORT_NAME),
  * aborts, or breaks the protocol. Never throws: every way out is an outcome.
  */
-import type { Duplex } from 'node:stream';
+import { Duplex } from 'node:stream';
 import { ErrorCode, isStripvaultError } from '../errors.ts';
 import { checkExport } from './backend.ts';
 import type { ExportRegistry, NbdExport } from './backend.ts';
@@ -23,6 +23,7 @@ import {
   truncateText,
 } from './codec.ts';
 import type { NbdLog } from './events.ts';
+import type { NbdPeer, NbdTlsMode } from './peer.ts';
 import {
   ClientFlag,
   HandshakeFlag,
@@ -42,17 +43,32 @@ import {
 } from './protocol.ts';
 import { send } from './wire.ts';
 
+/** What a TLS upgrade proved about the peer, with the encrypted stream. */
+export interface NbdTlsUpgrade {
+  socket: Duplex;
+  /** The client name from the client certificate, once checked against the CA and the registry. */
+  clientName?: string;
+  certificateSerial?: string;
+}
+
 export interface NbdTlsOptions {
-  /** off: NOTLS; optional: SELECTIVETLS with no TLS-only export; required: FORCEDTLS. */
-  mode: 'off' | 'optional' | 'required';
+  /**
+   * off: NOTLS; optional: SELECTIVETLS with no TLS-only export; required: FORCEDTLS. The server
+   * applies it to loopback peers only: everyone else gets 'required' (peer.ts, tlsModeFor).
+   */
+  mode: NbdTlsMode;
   /**
    * Runs the TLS handshake over the connection (after our ACK to STARTTLS) and
-   * returns the encrypted stream. It must settle: reject when the peer closes
-   * mid-handshake too (node's TLSSocket may only emit 'end'), or the
-   * connection waits for the handshake timeout.
+   * returns the encrypted stream, or the stream and the identity it proved
+   * (tls.ts). It must settle: reject when the peer closes mid-handshake too
+   * (node's TLSSocket may only emit 'end'), or the connection waits for the
+   * handshake timeout. A rejection ends the connection before any export is seen.
    */
-  upgrade?: (socket: Duplex) => Promise<Duplex>;
+  upgrade?: (socket: Duplex, peer: NbdPeer) => Promise<Duplex | NbdTlsUpgrade>;
 }
+
+/** What a client is told while the key manager holds no master key (SV_SEALED). */
+export const sealedMessage = 'stripvault is sealed: security officers must unseal it';
 
 export interface Negotiated {
   socket: Duplex;
@@ -64,6 +80,7 @@ export interface Negotiated {
   metaContextId: number | undefined;
   transmissionFlags: number;
   tls: boolean;
+  peer: NbdPeer;
 }
 
 /** hard: destroy at once, nothing useful can still be sent (a failed TLS handshake). */
@@ -100,6 +117,7 @@ export class Handshake {
   readonly #tls: NbdTlsOptions;
   readonly #log: NbdLog;
   readonly #connection: number;
+  #peer: NbdPeer;
   #fixed = false;
   #noZeroes = false;
   #tlsActive = false;
@@ -108,8 +126,9 @@ export class Handshake {
   #options = 0;
   #stopped = false;
 
-  constructor(socket: Duplex, deps: { exports: ExportRegistry; tls: NbdTlsOptions; log: NbdLog; connection: number }) {
+  constructor(socket: Duplex, deps: { exports: ExportRegistry; tls: NbdTlsOptions; log: NbdLog; connection: number; peer: NbdPeer }) {
     this.#socket = socket;
+    this.#peer = deps.peer;
     this.#reader = new ByteReader(socket);
     this.#exports = deps.exports;
     this.#tls = deps.tls;
@@ -120,6 +139,11 @@ export class Handshake {
   /** The stream in use: the TLS stream once upgraded. */
   get socket(): Duplex {
     return this.#socket;
+  }
+
+  /** The peer as known so far: the identity is added by a successful STARTTLS. */
+  get peer(): NbdPeer {
+    return this.#peer;
   }
 
   /** Server shutdown: answer nothing more, give up waiting for the client. */
@@ -205,7 +229,7 @@ export class Handshake {
     const name = decodeString(data, 'export name');
     const found = await this.#lookup(name);
     if (!found.ok) {
-      this.#log({ event: 'export-refused', connection: this.#connection, export: name, message: found.message });
+      this.#log({ event: 'export-refused', connection: this.#connection, export: name, message: found.message, detail: this.#who() });
       return { kind: 'close', reason: `EXPORT_NAME: ${found.message}` };
     }
     const flags = transmissionFlagsFor(found.export, this.#structured);
@@ -222,7 +246,7 @@ export class Handshake {
     }
     const found = await this.#lookup(req.name);
     if (!found.ok) {
-      this.#log({ event: 'export-refused', connection: this.#connection, export: req.name, message: found.message });
+      this.#log({ event: 'export-refused', connection: this.#connection, export: req.name, message: found.message, detail: this.#who() });
       return this.#error(option, found.reply, found.message);
     }
     const e = found.export;
@@ -250,9 +274,10 @@ export class Handshake {
     if (data.length !== 0) return this.#error(Option.List, Reply.ErrInvalid, 'LIST takes no data');
     let exports: NbdExport[];
     try {
-      exports = await this.#exports.list();
+      exports = await this.#exports.list(this.#peer);
     } catch (e) {
-      this.#log({ event: 'export-refused', connection: this.#connection, message: `export list failed: ${String(e)}` });
+      this.#log({ event: 'export-refused', connection: this.#connection, message: `export list failed: ${String(e)}`, detail: this.#who() });
+      if (isStripvaultError(e, ErrorCode.Sealed)) return this.#error(Option.List, Reply.ErrPolicy, sealedMessage);
       return this.#error(Option.List, Reply.ErrUnknown, 'export list unavailable');
     }
     const replies: Buffer[] = [];
@@ -276,12 +301,23 @@ export class Handshake {
     const early = this.#reader.detach();
     // the client must wait for our ACK before its ClientHello; bytes already here are not TLS we can hand over
     if (early.length !== 0) return this.#violation('data sent after STARTTLS before its reply');
+    let upgraded: NbdTlsUpgrade;
     try {
-      this.#socket = await upgrade(this.#socket);
+      const result = await upgrade(this.#socket, this.#peer);
+      upgraded = result instanceof Duplex ? { socket: result } : result;
     } catch (e) {
-      this.#log({ event: 'tls-upgrade-failed', connection: this.#connection, message: String(e) });
+      const detail = isStripvaultError(e) ? { ...e.detail, code: e.code } : undefined;
+      this.#log({ event: 'tls-upgrade-failed', connection: this.#connection, message: String(e), detail });
       return { kind: 'close', reason: 'TLS handshake failed', hard: true };
     }
+    this.#socket = upgraded.socket;
+    this.#peer = {
+      remoteAddress: this.#peer.remoteAddress,
+      loopback: this.#peer.loopback,
+      tls: true,
+      ...(upgraded.clientName === undefined ? {} : { clientName: upgraded.clientName }),
+      ...(upgraded.certificateSerial === undefined ? {} : { certificateSerial: upgraded.certificateSerial }),
+    };
     this.#socket.on('error', () => {});
     this.#reader = new ByteReader(this.#socket);
     this.#tlsActive = true;
@@ -333,6 +369,7 @@ export class Handshake {
         metaContextId: meta,
         transmissionFlags,
         tls: this.#tlsActive,
+        peer: this.#peer,
       },
     };
   }
@@ -340,8 +377,9 @@ export class Handshake {
   async #lookup(name: string): Promise<Lookup> {
     let e: NbdExport | undefined;
     try {
-      e = await this.#exports.get(name);
+      e = await this.#exports.get(name, this.#peer);
     } catch (err) {
+      if (isStripvaultError(err, ErrorCode.Sealed)) return { ok: false, reply: Reply.ErrPolicy, message: sealedMessage };
       return { ok: false, reply: Reply.ErrUnknown, message: `export "${name}" unavailable: ${isStripvaultError(err) ? err.code : 'error'}` };
     }
     if (e === undefined) return { ok: false, reply: Reply.ErrUnknown, message: `no export named "${name}"` };
@@ -360,6 +398,12 @@ export class Handshake {
   async #error(option: number, reply: number, message: string): Promise<Step> {
     await send(this.#socket, encodeOptionReply(option, reply, truncateText(message)));
     return next;
+  }
+
+  /** For logs: who was refused (never a secret: names and serials are public in certificates). */
+  #who(): Record<string, unknown> {
+    const p = this.#peer;
+    return { remote: p.remoteAddress, tls: p.tls, ...(p.clientName === undefined ? {} : { clientName: p.clientName, serial: p.certificateSerial }) };
   }
 
   #violation(message: string): HandshakeOutcome {

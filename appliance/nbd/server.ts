@@ -7,6 +7,7 @@ import { ErrorCode, fail } from '../errors.ts';
 import type { ExportRegistry } from './backend.ts';
 import type { NbdLog } from './events.ts';
 import type { NbdTlsOptions } from './handshake.ts';
+import { isLoopback, peerOfSocket, tlsModeFor } from './peer.ts';
 import { closeGraceMs, connectionsMax, handshakeTimeoutMs, socketLingerMs } from './protocol.ts';
 import { NbdSession } from './session.ts';
 import { endGracefully } from './wire.ts';
@@ -16,7 +17,11 @@ export type NbdAddress = { host: string; port: number } | { path: string };
 export interface NbdServerOptions {
   listen: NbdAddress;
   exports: ExportRegistry;
-  /** Default { mode: 'off' }; plain text is only allowed on loopback (DESIGN §4). */
+  /**
+   * Default { mode: 'off' }. Plain text is only allowed on loopback (DESIGN §4): the mode applies
+   * to loopback and Unix-socket peers; any other peer must STARTTLS first, and without TLS
+   * configured is not served at all. Build it with nbdServerTls (tls.ts).
+   */
   tls?: NbdTlsOptions;
   log?: NbdLog;
   /** Overrides of the protocol.ts defaults, for configuration and tests. */
@@ -34,19 +39,7 @@ export interface NbdServer {
 /** Dead peers without a FIN (cable pulled, VM gone) are found by TCP keepalive after this long idle. */
 const keepAliveIdleMs = 30_000;
 
-/** Loopback by address, never by a name that merely looks like one (e.g. "127.evil.example"). */
-export function isLoopback(host: string): boolean {
-  const h = host.toLowerCase();
-  if (h === 'localhost') return true;
-  switch (net.isIP(h)) {
-    case 4:
-      return h.startsWith('127.');
-    case 6:
-      return h === '::1' || (h.startsWith('::ffff:') && net.isIPv4(h.slice(7)) && h.slice(7).startsWith('127.'));
-    default:
-      return false;
-  }
-}
+export { isLoopback };
 
 export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer> {
   const tls: NbdTlsOptions = opts.tls ?? { mode: 'off' };
@@ -78,10 +71,16 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
       socket.setNoDelay(true);
       socket.setKeepAlive(true, keepAliveIdleMs);
     }
-    // loopback may go plain in 'optional' mode; anyone else must upgrade first
-    const sessionTls: NbdTlsOptions =
-      tls.mode === 'optional' && socket.remoteAddress !== undefined && !isLoopback(socket.remoteAddress) ? { ...tls, mode: 'required' } : tls;
-    const session = new NbdSession(socket, { exports: opts.exports, tls: sessionTls, log, connection, remote, handshakeTimeoutMs: handshakeMs });
+    const peer = peerOfSocket(socket);
+    const mode = tlsModeFor(tls.mode, peer);
+    if (mode === 'refuse') {
+      // the listen check makes this unreachable; kept so no path ever serves plain text off loopback
+      log({ event: 'connection-refused', connection, remote, message: 'plain-text NBD is only served to loopback peers' });
+      socket.destroy();
+      return;
+    }
+    const sessionTls: NbdTlsOptions = mode === tls.mode ? tls : { ...tls, mode };
+    const session = new NbdSession(socket, { exports: opts.exports, tls: sessionTls, log, connection, remote, peer, handshakeTimeoutMs: handshakeMs });
     sessions.add(session);
     log({ event: 'connection-open', connection, remote });
     void session.closed.then(() => sessions.delete(session));

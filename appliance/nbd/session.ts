@@ -6,6 +6,7 @@
 import type { Duplex } from 'node:stream';
 import type { ExportRegistry } from './backend.ts';
 import type { NbdLog } from './events.ts';
+import type { NbdPeer } from './peer.ts';
 import { Handshake } from './handshake.ts';
 import type { HandshakeOutcome, NbdTlsOptions } from './handshake.ts';
 import { socketLingerMs } from './protocol.ts';
@@ -19,6 +20,8 @@ export interface SessionOptions {
   /** Connection number, for logs. */
   connection: number;
   remote: string;
+  /** Who connected, before TLS; the handshake adds what a client certificate proves. */
+  peer: NbdPeer;
   handshakeTimeoutMs: number;
 }
 
@@ -44,7 +47,7 @@ export class NbdSession {
     // an unhandled 'error' event would take the whole process down
     socket.on('error', () => {});
     socket.once('close', () => this.#markClosed());
-    this.#handshake = new Handshake(socket, { exports: opts.exports, tls: opts.tls, log: opts.log, connection: opts.connection });
+    this.#handshake = new Handshake(socket, { exports: opts.exports, tls: opts.tls, log: opts.log, connection: opts.connection, peer: opts.peer });
     void this.#run();
   }
 
@@ -100,7 +103,13 @@ export class NbdSession {
         event: 'transmission-start',
         connection,
         export: n.export.name,
-        detail: { structuredReplies: n.structuredReplies, blockStatus: n.metaContextId !== undefined, tls: n.tls, flags: n.transmissionFlags },
+        detail: {
+          structuredReplies: n.structuredReplies,
+          blockStatus: n.metaContextId !== undefined,
+          tls: n.tls,
+          flags: n.transmissionFlags,
+          ...(n.peer.clientName === undefined ? {} : { clientName: n.peer.clientName, serial: n.peer.certificateSerial }),
+        },
       });
       this.#transmission = new Transmission(n, { log, connection });
       if (this.#shuttingDown) this.#transmission.stop();

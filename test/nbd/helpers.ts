@@ -7,9 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { ExecutionContext } from 'ava';
 import { staticExportRegistry } from '../../appliance/nbd/backend.ts';
-import type { NbdExport } from '../../appliance/nbd/backend.ts';
+import type { ExportRegistry, NbdExport } from '../../appliance/nbd/backend.ts';
 import { ByteReader } from '../../appliance/nbd/byte-reader.ts';
 import {
   decodeChunkHeader,
@@ -59,18 +60,18 @@ export interface TestServer {
   events: NbdEvent[];
 }
 
-/** A server on 127.0.0.1:0 (or a Unix socket in a temp dir), closed when the test ends. */
+/** A server on 127.0.0.1:0 (or a Unix socket in a temp dir), closed when the test ends; `registry` replaces the static one over `exports`. */
 export async function serve(
   t: ExecutionContext,
   exports: NbdExport[],
-  opts: Partial<Omit<NbdServerOptions, 'exports'>> & { unix?: boolean; defaultName?: string } = {},
+  opts: Partial<Omit<NbdServerOptions, 'exports'>> & { unix?: boolean; defaultName?: string; registry?: ExportRegistry } = {},
 ): Promise<TestServer> {
   const events: NbdEvent[] = [];
   const listen = opts.listen ?? (opts.unix === true ? { path: path.join(await tempDir(t), 'nbd.sock') } : { host: '127.0.0.1', port: 0 });
   const server = await startNbdServer({
     ...opts,
     listen,
-    exports: staticExportRegistry(exports, opts.defaultName),
+    exports: opts.registry ?? staticExportRegistry(exports, opts.defaultName),
     log: (e) => events.push(e),
   });
   t.teardown(() => server.close());
@@ -176,18 +177,23 @@ export type PeerReply = { kind: 'simple'; error: number; cookie: bigint } | { ki
 
 /** A hand-driven client that can say anything, for malformed-input tests. */
 export class RawPeer {
-  readonly socket: net.Socket;
-  readonly reader: ByteReader;
-  readonly ended: Promise<void>;
+  /** The TCP socket, or the TLS stream over it after startTls. */
+  socket: net.Socket;
+  reader: ByteReader;
+  ended: Promise<void>;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
+    this.ended = RawPeer.#ended(socket);
+    this.reader = new ByteReader(socket);
+  }
+
+  static #ended(socket: net.Socket): Promise<void> {
     socket.on('error', () => {});
-    this.ended = new Promise((resolve) => {
+    return new Promise((resolve) => {
       socket.once('end', () => resolve());
       socket.once('close', () => resolve());
     });
-    this.reader = new ByteReader(socket);
   }
 
   static async connect(address: NbdAddress): Promise<RawPeer> {
@@ -225,6 +231,19 @@ export class RawPeer {
       if (r.replyType === Reply.Ack) return p;
       if (r.replyType !== Reply.Info) throw new Error(`GO failed: reply ${r.replyType} ${r.data.toString()}`);
     }
+  }
+
+  /** NBD_OPT_STARTTLS; on ACK the stream `upgrade` returns carries everything after. Returns the server's reply type. */
+  async startTls(upgrade: (socket: net.Socket) => Promise<Duplex>): Promise<number> {
+    this.option(Option.StartTls);
+    const r = await this.optionReply();
+    if (r.replyType !== Reply.Ack) return r.replyType;
+    if (this.reader.detach().length !== 0) throw new Error('server sent data after acknowledging STARTTLS');
+    const secure = (await upgrade(this.socket)) as net.Socket;
+    this.socket = secure;
+    this.ended = RawPeer.#ended(secure);
+    this.reader = new ByteReader(secure);
+    return r.replyType;
   }
 
   write(b: Buffer): void {
