@@ -19,6 +19,7 @@ import { GenerationLedger, type GenerationRange } from './generation-ledger.ts';
 import { RangeLock } from './range-lock.ts';
 import { crashPoint } from '../crash-point.ts';
 import { owlBlocksPerRecord, type Owl } from './owl.ts';
+import { BlockCache, blockCacheBytesDefault, blockCacheBytesMax, type BlockCacheStats } from './block-cache.ts';
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
 export const blocksPerIoMax = 256;
@@ -145,6 +146,8 @@ export interface CreateVolumeOptions {
   readonly preferLocalReads?: boolean;
   /** The volume's outstanding write list (an empty one); without it a crash mid-write can tear blocks. */
   readonly owl?: Owl;
+  /** Bytes of recently written blocks kept in memory (default blockCacheBytesDefault; 0: none). */
+  readonly cacheBytes?: number;
 }
 
 export interface OpenVolumeOptions {
@@ -166,6 +169,8 @@ export interface OpenVolumeOptions {
   readonly preferLocalReads?: boolean;
   /** The volume's outstanding write list: what it holds is replayed before the volume serves. */
   readonly owl?: Owl;
+  /** Bytes of recently written blocks kept in memory (default blockCacheBytesDefault; 0: none). */
+  readonly cacheBytes?: number;
 }
 
 interface Member {
@@ -236,6 +241,7 @@ export class Volume {
   /** Serialises header rewrites (reservations, stale marks): they rewrite the same header copies. */
   private headerWrites: Promise<void> = Promise.resolve();
   private readonly owl: Owl | null;
+  private readonly cache: BlockCache;
   /** One retirement (strip flush + OWL superblock) at a time; later callers share the next. */
   private retiring: Promise<void> | null = null;
 
@@ -250,6 +256,7 @@ export class Volume {
     ioTimeoutMs: number,
     preferLocalReads: boolean,
     owl: Owl | null,
+    cacheBytes: number,
   ) {
     const label = first.label;
     this.idBytes = Buffer.from(label.volumeId);
@@ -270,6 +277,7 @@ export class Volume {
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
     this.owl = owl;
     owl?.onFull(() => this.retireOwl());
+    this.cache = new BlockCache(cacheBytes, this.blockBytes);
   }
 
   static async create(opts: CreateVolumeOptions): Promise<Volume> {
@@ -329,6 +337,7 @@ export class Volume {
       checkTimeout(opts.ioTimeoutMs),
       opts.preferLocalReads ?? true,
       opts.owl ?? null,
+      checkCacheBytes(opts.cacheBytes),
     );
   }
 
@@ -420,6 +429,7 @@ export class Volume {
       checkTimeout(opts.ioTimeoutMs),
       opts.preferLocalReads ?? true,
       opts.owl ?? null,
+      checkCacheBytes(opts.cacheBytes),
     );
     // A strip that cannot take even its status record is failed, not a reason to refuse the volume.
     for (const mem of members) if (mem.strip) await mem.strip.appendStatus(StatusCode.Opened).catch((e: unknown) => volume.markFailed(mem, e));
@@ -447,6 +457,7 @@ export class Volume {
       await this.owl?.close();
     } finally {
       this.closed = true;
+      this.cache.clear();
       release();
     }
     for (const mem of this.members) {
@@ -459,6 +470,10 @@ export class Volume {
   /** How full the outstanding write list is (null: the volume has none). */
   owlUsage(): ReturnType<Owl['usage']> | null {
     return this.owl?.usage() ?? null;
+  }
+
+  cacheStats(): BlockCacheStats {
+    return this.cache.stats();
   }
 
   health(): VolumeHealth {
@@ -799,6 +814,18 @@ export class Volume {
   }
 
   private async writeRecord(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
+    const count = blocks.length / this.blockBytes;
+    try {
+      await this.sealAndWrite(first, blocks, isZero);
+    } catch (e) {
+      // Some strips may hold the new shares and some not: only the strips can say what reads back.
+      this.cache.invalidate(first, count);
+      throw e;
+    }
+    this.cache.putRun(first, blocks);
+  }
+
+  private async sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
     this.checkNotClosed();
     if (this.available().length < this.m) this.unavailable('write');
     const count = blocks.length / this.blockBytes;
@@ -849,6 +876,8 @@ export class Volume {
   /** Reads and opens `count` blocks from `first`; returns count × blockBytes bytes. */
   private async readBlocks(first: number, count: number): Promise<Buffer> {
     this.checkNotClosed();
+    const cached = this.cache.getRun(first, count);
+    if (cached) return cached;
     const out = Buffer.allocUnsafe(count * this.blockBytes);
     for (let done = 0; done < count; done += blocksPerIoMax) {
       const n = Math.min(blocksPerIoMax, count - done);
@@ -1157,6 +1186,12 @@ export class Volume {
 }
 
 const noZeroes = (): boolean => false;
+
+function checkCacheBytes(bytes: number | undefined): number {
+  if (bytes === undefined) return blockCacheBytesDefault;
+  if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > blockCacheBytesMax) fail(ErrorCode.InvalidArgument, `cacheBytes must be in [0, ${blockCacheBytesMax}]`);
+  return bytes;
+}
 
 function checkTimeout(ms: number | undefined): number {
   if (ms === undefined) return stripIoTimeoutMsDefault;

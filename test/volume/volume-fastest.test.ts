@@ -19,7 +19,7 @@ test('a strip that hangs does not hold reads up: the other strips answer, and it
   const stripBytes = stripBytesForVolume(size, 4096, 2);
   const devices = [0, 1, 2].map((i) => new FaultDevice(new MemoryDevice(stripBytes, { id: `m${i}` }), { seed: i + 1, sleep: hang }));
   const wrapper = testWrapper();
-  const v = await Volume.create({ name: 'f', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true });
+  const v = await Volume.create({ name: 'f', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true, cacheBytes: 0 });
   const data = randomBytes(size);
   await v.write(0, data);
   devices[0]!.setProbabilities({ delay: 1 });
@@ -40,7 +40,7 @@ test('a read that fails on one strip is served by another and the strip is taken
   const size = MiB;
   const stripBytes = stripBytesForVolume(size, 4096, 2);
   const devices = [0, 1, 2].map((i) => new FaultDevice(new MemoryDevice(stripBytes, { id: `m${i}` }), { seed: i + 7 }));
-  const v = await Volume.create({ name: 'e', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true });
+  const v = await Volume.create({ name: 'e', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, cacheBytes: 0 });
   const data = randomBytes(size);
   await v.write(0, data);
   devices[1]!.setProbabilities({ readError: 1 });
@@ -91,7 +91,7 @@ test('reads prefer local strips over remote (NBD) ones of similar speed', async 
   const size = MiB;
   const stripBytes = stripBytesForVolume(size, 4096, 2);
   const devices = [new Remote(stripBytes), new Remote(stripBytes), new Local(stripBytes)];
-  const v = await Volume.create({ name: 'l', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true });
+  const v = await Volume.create({ name: 'l', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, cacheBytes: 0 });
   const data = randomBytes(size);
   await v.write(0, data);
   for (const d of devices) d.reads = 0;
