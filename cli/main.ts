@@ -11,6 +11,7 @@ import { jsonLogger, type Logger } from '../appliance/log.ts';
 import { blockBytesDefault } from '../appliance/split/geometry.ts';
 import type { StoreConfig } from '../appliance/store/store.ts';
 import { loadOrCreateDevWrapper } from '../keymgr/dev-wrapping-key.ts';
+import { keysCommand } from './keys.ts';
 import { formatSize, parseSize } from './sizes.ts';
 
 /** Bytes moved per volume request by `volume read` / `volume write`. */
@@ -35,7 +36,31 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
   serve [--nbd HOST:PORT|unix:PATH] [--scrub-every 7d|off] [--scrub-rate 50M]
                                          run the appliance (NBD server, scheduled scrub)
 
+Key manager (through the appliance's admin API: [--api URL] [--api-token-file FILE]):
+  init --officers A,B,C --threshold T    create the master key; prints each officer's share ONCE
+  unseal                                 offer one officer share, read from stdin (never argv)
+  seal
+  status [--json]
+  coi create NAME [--ldap-group DN]      community of interest (local members, or an LDAP group's)
+  coi list [--json]
+  coi remove NAME
+  coi add-member COI (--client NAME|--user NAME)
+  coi remove-member COI (--client NAME|--user NAME)
+  coi members COI [--json]
+  coi rotate-key COI                     new workgroup key; strip headers re-wrapped online
+  vdisk create NAME --volume V --coi C   present volume V to COI C as NBD export NAME
+  vdisk list [--json]
+  vdisk remove NAME
+  volume shred NAME --yes-destroy-all-data   destroy the volume's keys: its data is gone for good
+  volume verify-shred NAME
+  cert issue-client NAME --out DIR       writes ca-cert.pem, client-cert.pem, client-key.pem (0600)
+  cert issue-server HOST... --out DIR    writes ca-cert.pem, server-cert.pem, server-key.pem (0600)
+  cert list [--json]
+  cert revoke SERIAL
+  audit verify
+
 Environment: STRIPVAULT_DATA (default ./data), STRIPVAULT_STORE (PostgreSQL URL; default embedded PGlite).
+  STRIPVAULT_API (default http://127.0.0.1:8080), STRIPVAULT_API_TOKEN (default: read DATA/api-token).
 `;
 
 export interface CliIo {
@@ -92,6 +117,17 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       'scrub-rate': { type: 'string' },
       strip: { type: 'string' },
       device: { type: 'string' },
+      api: { type: 'string' },
+      'api-token-file': { type: 'string' },
+      officers: { type: 'string' },
+      threshold: { type: 'string' },
+      'ldap-group': { type: 'string' },
+      client: { type: 'string' },
+      user: { type: 'string' },
+      volume: { type: 'string' },
+      coi: { type: 'string' },
+      out: { type: 'string' },
+      'yes-destroy-all-data': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -109,6 +145,10 @@ async function run(argv: string[], io: CliIo): Promise<number> {
     const { serve } = await import('./serve.ts');
     return serve({ dataDir, store, nbd: values.nbd, io, scrubEvery: values['scrub-every'], scrubRate: values['scrub-rate'] });
   }
+
+  // Key-manager commands go through the admin API of the running appliance (cli/keys.ts).
+  const keys = await keysCommand({ group, verb, rest, options: values, dataDir, io });
+  if (keys !== null) return keys;
 
   const appliance = await openAppliance(dataDir, store, log, io);
   try {
