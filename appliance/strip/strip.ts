@@ -106,6 +106,24 @@ export class Strip {
     }
   }
 
+  /**
+   * Crypto-shred of this strip: both header copies (every wrapped header key, and the encrypted
+   * session keys) are overwritten with zeros and flushed. The shares in the slots stay, unreadable.
+   */
+  async wipeHeaders(): Promise<void> {
+    await this.device.write(this.base + headerOffset, Buffer.alloc(headerCopies * headerBytes));
+    await this.device.flush();
+    this.header.headerKey.fill(0);
+    for (const section of this.header.body.sections) for (const slot of section) slot.key.fill(0);
+    this.header.wraps = [];
+  }
+
+  /** True when both header copies at `loc` are all zeros (what wipeHeaders leaves). */
+  static async headersWiped(loc: StripLocation): Promise<boolean> {
+    const bytes = await loc.device.read(loc.base + headerOffset, headerCopies * headerBytes);
+    return bytes.every((b) => b === 0);
+  }
+
   /** Raw bytes of `count` consecutive slots starting at slot `first`. */
   async readSlots(first: number, count: number): Promise<Buffer> {
     this.checkSlots(first, count);

@@ -11,7 +11,7 @@ import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
 import { openBatch, type BatchGeometry, type KeyTable } from '../split/batch.ts';
 import { inlineRunner, type SplitRunner } from '../split/split-pool.ts';
 import { NotEnoughSharesError, sessionKeyBytes, type ShareRejection } from '../split/split.ts';
-import { KeySlotState, newHeader, type SessionKeySlot, type Wrapper } from '../strip/header.ts';
+import { KeySlotState, addWrapper, newHeader, removeWrapper, type SessionKeySlot, type StripHeader, type Wrapper } from '../strip/header.ts';
 import { dataOffset, keySlotsPerSection, sectionCountFor, sectionOfSlot, sectionsMax, slotBytesFor, stripBytesFor } from '../strip/layout.ts';
 import { StatusCode } from '../strip/status-log.ts';
 import { Strip, type StripLocation } from '../strip/strip.ts';
@@ -232,7 +232,7 @@ export class Volume {
   private readonly ioTimeoutMs: number;
   private readonly preferLocalReads: boolean;
   /** The keys that open this volume's strips: a replacement strip's header is wrapped under the same. */
-  private readonly wrappers: readonly Wrapper[];
+  private wrappers: Wrapper[];
   private readonly repairs = new Map<string, RepairItem>();
   private repairOverflow = false;
   private closed = false;
@@ -271,7 +271,8 @@ export class Volume {
     this.members = members;
     this.hooks = hooks;
     this.runner = runner;
-    this.wrappers = wrappers;
+    // Our own copies: close() and wipeHeaders() zero them without touching the key manager's.
+    this.wrappers = wrappers.map((w) => ({ id: Buffer.from(w.id), key: Buffer.from(w.key) }));
     this.ioTimeoutMs = ioTimeoutMs;
     this.preferLocalReads = preferLocalReads;
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
@@ -460,6 +461,7 @@ export class Volume {
       this.cache.clear();
       release();
     }
+    for (const w of this.wrappers) w.key.fill(0);
     for (const mem of this.members) {
       if (mem.strip === null) continue;
       mem.strip.header.headerKey.fill(0);
@@ -1176,6 +1178,80 @@ export class Volume {
   /** For steps of requests already admitted: they may finish while close() drains them. */
   private checkNotClosed(): void {
     if (this.closed) fail(ErrorCode.VolumeClosed, `volume ${this.name} is closed`);
+  }
+
+  /** Ids (hex) of the keys wrapping the header key of any strip in service. */
+  wrapperIds(): string[] {
+    const ids = new Set<string>();
+    for (const mem of this.available()) for (const w of mem.strip!.header.wraps) ids.add(w.wrapperId.toString('hex'));
+    return [...ids].sort();
+  }
+
+  /**
+   * Lets another key (a COI's workgroup key) open this volume: its wrap of each strip's header key
+   * is added to the headers of every strip in service (the patent's many-to-one). Online.
+   */
+  async addWrapper(wrapper: Wrapper): Promise<void> {
+    this.checkOpen();
+    await this.rewriteStripHeaders((header) => addWrapper(header, wrapper));
+    if (!this.wrappers.some((w) => w.id.equals(wrapper.id))) this.wrappers.push({ id: Buffer.from(wrapper.id), key: Buffer.from(wrapper.key) });
+  }
+
+  /** Takes a key's wraps out of every strip header in service; the last key is never removed. */
+  async removeWrapper(wrapperId: Buffer): Promise<void> {
+    this.checkOpen();
+    const remaining = this.wrapperIds().filter((id) => id !== wrapperId.toString('hex'));
+    if (remaining.length === 0) fail(ErrorCode.StoreConflict, `volume ${this.name}: cannot remove the last key that opens it`);
+    await this.rewriteStripHeaders((header) => removeWrapper(header, wrapperId));
+    this.wrappers = this.wrappers.filter((w) => !w.id.equals(wrapperId));
+  }
+
+  /**
+   * Crypto-shred: waits for requests in flight, then zeroes both header copies of every strip it
+   * can reach and closes. Returns the strip indices wiped and those it could not reach (their old
+   * headers open only with keys the caller destroys).
+   */
+  async wipeHeaders(): Promise<{ wiped: number[]; unreachable: number[] }> {
+    this.closing = true;
+    const release = await this.lock.acquire(0, this.sizeBytes / this.blockBytes - 1, 'exclusive');
+    const wiped: number[] = [];
+    const unreachable: number[] = [];
+    try {
+      await this.headerWrites;
+      for (const mem of this.members) {
+        if (mem.strip === null) {
+          unreachable.push(mem.index);
+          continue;
+        }
+        try {
+          await this.deadline(mem.strip.wipeHeaders(), mem, 'header wipe');
+          wiped.push(mem.index);
+        } catch {
+          unreachable.push(mem.index);
+        }
+      }
+      await this.owl?.close();
+    } finally {
+      this.closed = true;
+      this.cache.clear();
+      for (const w of this.wrappers) w.key.fill(0);
+      this.wrappers = [];
+      release();
+    }
+    return { wiped, unreachable };
+  }
+
+  /** Like rewriteHeaders, for edits of the header itself (its wraps) rather than its body. */
+  private rewriteStripHeaders(edit: (header: StripHeader) => void): Promise<void> {
+    const run = async (): Promise<void> => {
+      await this.onEachAvailable(async (strip) => {
+        edit(strip.header);
+        await strip.writeHeader();
+      }, 'header update');
+    };
+    const p = this.headerWrites.then(run, run);
+    this.headerWrites = p.catch(() => undefined);
+    return p;
   }
 
   unavailable(what: string): never {
