@@ -108,6 +108,84 @@ export const migrations: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 3,
+    name: 'key manager: key set, CA, certificates, COIs, workgroup keys, virtual disks, local users',
+    statements: [
+      // One current key set: a boolean primary key that can only be true. Public data (names,
+      // threshold, share digests, verifier): see keymgr/master-key.ts.
+      `CREATE TABLE key_set (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        key_set_id uuid NOT NULL,
+        record jsonb NOT NULL CHECK (jsonb_typeof(record) = 'object'),
+        created_at timestamptz NOT NULL
+      )`,
+      // The CA private key only ever AES-256-GCM encrypted under a key derived from the master key.
+      `CREATE TABLE appliance_ca (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        cert_pem text NOT NULL,
+        key_encrypted bytea NOT NULL CHECK (octet_length(key_encrypted) BETWEEN 1 AND ${16 * 1024}),
+        created_at timestamptz NOT NULL
+      )`,
+      `CREATE TABLE certificates (
+        serial text PRIMARY KEY CHECK (serial ~ '^([0-9a-f]{2}){1,20}$'),
+        issue_order bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        kind text NOT NULL CHECK (kind IN ('client', 'server')),
+        subject text NOT NULL,
+        coi_names jsonb NOT NULL CHECK (jsonb_typeof(coi_names) = 'array'),
+        not_before timestamptz NOT NULL,
+        not_after timestamptz NOT NULL,
+        revoked_at timestamptz,
+        CHECK (not_before < not_after)
+      )`,
+      `CREATE TABLE cois (
+        id uuid PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        source text NOT NULL CHECK (source IN ('local', 'ldap')),
+        ldap_group text,
+        created_at timestamptz NOT NULL,
+        CHECK ((source = 'ldap') = (ldap_group IS NOT NULL))
+      )`,
+      `CREATE TABLE coi_members (
+        coi_id uuid NOT NULL REFERENCES cois (id) ON DELETE CASCADE,
+        kind text NOT NULL CHECK (kind IN ('user', 'client')),
+        name text NOT NULL,
+        added_at timestamptz NOT NULL,
+        PRIMARY KEY (coi_id, kind, name)
+      )`,
+      `CREATE INDEX coi_members_member ON coi_members (kind, name)`,
+      // A destroyed key keeps its row (id, times) so a shred can be verified, but never its bytes.
+      `CREATE TABLE workgroup_keys (
+        id text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{32}$'),
+        coi_id uuid NOT NULL REFERENCES cois (id) ON DELETE CASCADE,
+        wrapped bytea CHECK (octet_length(wrapped) = 40),
+        state text NOT NULL CHECK (state IN ('active', 'retired', 'destroyed')),
+        created_at timestamptz NOT NULL,
+        retired_at timestamptz,
+        destroyed_at timestamptz,
+        CHECK ((state = 'destroyed') = (wrapped IS NULL)),
+        CHECK ((state = 'destroyed') = (destroyed_at IS NOT NULL)),
+        CHECK ((state = 'active') = (retired_at IS NULL) OR state = 'destroyed')
+      )`,
+      `CREATE UNIQUE INDEX workgroup_keys_one_active ON workgroup_keys (coi_id) WHERE state = 'active'`,
+      // NO ACTION both ways: a volume or COI still presented cannot vanish under its clients
+      // (SQLSTATE 23503, a store conflict; RESTRICT would raise 23001 instead).
+      `CREATE TABLE virtual_disks (
+        name text PRIMARY KEY,
+        volume_id uuid NOT NULL REFERENCES volumes (id) ON DELETE NO ACTION,
+        coi_id uuid NOT NULL REFERENCES cois (id) ON DELETE NO ACTION,
+        created_at timestamptz NOT NULL,
+        UNIQUE (volume_id, coi_id)
+      )`,
+      `CREATE INDEX virtual_disks_coi ON virtual_disks (coi_id)`,
+      `CREATE TABLE local_users (
+        name text PRIMARY KEY,
+        password_hash text NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+      )`,
+    ],
+  },
 ];
 
 export const schemaVersionLatest = migrations.length;

@@ -5,19 +5,31 @@
  */
 import { ErrorCode, fail } from '../errors.ts';
 import * as audit from './audit.ts';
+import * as certificates from './certificates.ts';
+import * as cois from './cois.ts';
 import * as devices from './devices.ts';
 import * as events from './events.ts';
+import * as keySet from './key-set.ts';
+import * as localUsers from './local-users.ts';
 import { migrate } from './migrations.ts';
 import { openPgSql } from './pg-sql.ts';
 import { openPgliteSql } from './pglite-sql.ts';
 import type { SqlPool } from './sql.ts';
+import * as virtualDisks from './virtual-disks.ts';
 import * as volumes from './volumes.ts';
 import type { NewStrip } from './volumes.ts';
+import * as workgroupKeys from './workgroup-keys.ts';
 
 export type { AuditHead, AuditRow, AuditTransaction } from './audit.ts';
 export type { DeviceKind, DeviceRecord, DeviceState, NewDevice } from './devices.ts';
 export type { EventQuery, EventRecord, NewEvent } from './events.ts';
 export type { NewStrip, NewVolume, StripPlacement, StripRecord, StripState, VolumeRecord, VolumeState } from './volumes.ts';
+export type { ApplianceCaRow, KeySetRow, NewKeyManagerRoot } from './key-set.ts';
+export type { CoiMember, CoiRecord, CoiSource, MemberKind, NewCoi } from './cois.ts';
+export type { NewWorkgroupKey, WorkgroupKeyRecord, WorkgroupKeyState, WrappedWorkgroupKey } from './workgroup-keys.ts';
+export type { NewVirtualDisk, VirtualDiskFilter, VirtualDiskRecord } from './virtual-disks.ts';
+export type { CertificateRow } from './certificates.ts';
+export type { LocalUserRecord } from './local-users.ts';
 
 export type StoreConfig =
   | { readonly kind: 'pglite'; /** null keeps the store in memory (tests). */ readonly dataDir: string | null }
@@ -131,6 +143,143 @@ export class Store {
   /** The highest seq the named audit file sink durably held; 0 if never. */
   getAuditSinkMark(name: string): Promise<number> {
     return audit.getAuditSinkMark(this.#sql, name);
+  }
+
+  /** Key set and CA in one transaction; SV_STORE_CONFLICT if already initialized. */
+  initKeyManagerRoot(input: keySet.NewKeyManagerRoot): Promise<void> {
+    return keySet.initKeyManagerRoot(this.#sql, input);
+  }
+
+  /** null before init. */
+  getKeySet(): Promise<keySet.KeySetRow | null> {
+    return keySet.getKeySet(this.#sql);
+  }
+
+  /** null before init. */
+  getApplianceCa(): Promise<keySet.ApplianceCaRow | null> {
+    return keySet.getApplianceCa(this.#sql);
+  }
+
+  /** The COI and its first (active) workgroup key, together. */
+  createCoi(input: cois.NewCoi): Promise<cois.CoiRecord> {
+    return cois.createCoi(this.#sql, input);
+  }
+
+  /** SV_STORE_NOT_FOUND if absent. */
+  getCoi(name: string): Promise<cois.CoiRecord> {
+    return cois.getCoi(this.#sql, name);
+  }
+
+  listCois(): Promise<cois.CoiRecord[]> {
+    return cois.listCois(this.#sql);
+  }
+
+  /** With its members and keys; SV_STORE_CONFLICT while it presents virtual disks. */
+  removeCoi(name: string): Promise<{ readonly removedKeyIds: readonly string[] }> {
+    return cois.removeCoi(this.#sql, name);
+  }
+
+  addCoiMember(coi: string, member: cois.CoiMember, at: Date): Promise<void> {
+    return cois.addCoiMember(this.#sql, coi, member, at);
+  }
+
+  removeCoiMember(coi: string, member: cois.CoiMember): Promise<void> {
+    return cois.removeCoiMember(this.#sql, coi, member);
+  }
+
+  listCoiMembers(coi: string): Promise<cois.CoiMember[]> {
+    return cois.listCoiMembers(this.#sql, coi);
+  }
+
+  listLocalCoisOf(member: cois.CoiMember): Promise<string[]> {
+    return cois.listLocalCoisOf(this.#sql, member);
+  }
+
+  isLocalCoiMember(coi: string, member: cois.CoiMember): Promise<boolean> {
+    return cois.isLocalCoiMember(this.#sql, coi, member);
+  }
+
+  /** New active key; the current one (which must be `expectedActiveId`) becomes retired. */
+  rotateWorkgroupKey(coi: string, expectedActiveId: string | null, next: workgroupKeys.NewWorkgroupKey): Promise<{ readonly retiredKeyId: string | null }> {
+    return workgroupKeys.rotateWorkgroupKey(this.#sql, coi, expectedActiveId, next);
+  }
+
+  getWorkgroupKey(id: string): Promise<workgroupKeys.WorkgroupKeyRecord> {
+    return workgroupKeys.getWorkgroupKey(this.#sql, id);
+  }
+
+  listWorkgroupKeys(filter?: { readonly coi?: string }): Promise<workgroupKeys.WorkgroupKeyRecord[]> {
+    return workgroupKeys.listWorkgroupKeys(this.#sql, filter);
+  }
+
+  /** Deletes the wrapped bytes, keeps the row. */
+  destroyWorkgroupKey(id: string, at: Date): Promise<workgroupKeys.WorkgroupKeyRecord> {
+    return workgroupKeys.destroyWorkgroupKey(this.#sql, id, at);
+  }
+
+  wrappedKeysForVolume(volumeId: string): Promise<workgroupKeys.WrappedWorkgroupKey[]> {
+    return workgroupKeys.wrappedKeysForVolume(this.#sql, volumeId);
+  }
+
+  activeWrappedKey(coi: string): Promise<workgroupKeys.WrappedWorkgroupKey | null> {
+    return workgroupKeys.activeWrappedKey(this.#sql, coi);
+  }
+
+  workgroupKeysWithMaterial(ids: readonly string[]): Promise<string[]> {
+    return workgroupKeys.workgroupKeysWithMaterial(this.#sql, ids);
+  }
+
+  createVirtualDisk(input: virtualDisks.NewVirtualDisk): Promise<virtualDisks.VirtualDiskRecord> {
+    return virtualDisks.createVirtualDisk(this.#sql, input);
+  }
+
+  getVirtualDisk(name: string): Promise<virtualDisks.VirtualDiskRecord> {
+    return virtualDisks.getVirtualDisk(this.#sql, name);
+  }
+
+  removeVirtualDisk(name: string): Promise<void> {
+    return virtualDisks.removeVirtualDisk(this.#sql, name);
+  }
+
+  listVirtualDisks(filter?: virtualDisks.VirtualDiskFilter): Promise<virtualDisks.VirtualDiskRecord[]> {
+    return virtualDisks.listVirtualDisks(this.#sql, filter);
+  }
+
+  recordCertificate(input: Omit<certificates.CertificateRow, 'revokedAt'>): Promise<void> {
+    return certificates.recordCertificate(this.#sql, input);
+  }
+
+  findCertificate(serial: string): Promise<certificates.CertificateRow | null> {
+    return certificates.findCertificate(this.#sql, serial);
+  }
+
+  /** null if never recorded; revoking twice keeps the first time. */
+  revokeCertificate(serial: string, at: Date): Promise<certificates.CertificateRow | null> {
+    return certificates.revokeCertificate(this.#sql, serial, at);
+  }
+
+  listCertificates(): Promise<certificates.CertificateRow[]> {
+    return certificates.listCertificates(this.#sql);
+  }
+
+  addLocalUser(input: { readonly name: string; readonly passwordHash: string; readonly at: Date }): Promise<void> {
+    return localUsers.addLocalUser(this.#sql, input);
+  }
+
+  setLocalUserPasswordHash(name: string, passwordHash: string, at: Date): Promise<void> {
+    return localUsers.setLocalUserPasswordHash(this.#sql, name, passwordHash, at);
+  }
+
+  getLocalUserPasswordHash(name: string): Promise<string | null> {
+    return localUsers.getLocalUserPasswordHash(this.#sql, name);
+  }
+
+  removeLocalUser(name: string): Promise<void> {
+    return localUsers.removeLocalUser(this.#sql, name);
+  }
+
+  listLocalUsers(): Promise<localUsers.LocalUserRecord[]> {
+    return localUsers.listLocalUsers(this.#sql);
   }
 
   /** Later calls fail with SV_STORE_UNAVAILABLE. */

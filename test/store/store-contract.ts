@@ -7,6 +7,7 @@
  * apart by unique names; the migration test gets a database of its own.
  */
 import type { ExecutionContext, TestFn } from 'ava';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { ErrorCode, StripvaultError } from '../../appliance/errors.ts';
 import type { ErrorCode as ErrorCodeType } from '../../appliance/errors.ts';
 import { eventDetailBytesMax, eventsListMax } from '../../appliance/store/events.ts';
@@ -18,8 +19,8 @@ import { nameBytesMax } from '../../appliance/store/validate.ts';
 /** A new, empty database; the suite closes it. */
 export type OpenFreshSql = () => Promise<SqlPool>;
 
-export async function expectCode(t: ExecutionContext, run: () => Promise<unknown>, code: ErrorCodeType): Promise<StripvaultError> {
-  const error = await t.throwsAsync(run, { instanceOf: StripvaultError, code });
+export async function expectCode(t: ExecutionContext, run: () => Promise<unknown>, code: ErrorCodeType, why?: string): Promise<StripvaultError> {
+  const error = await t.throwsAsync(run, { instanceOf: StripvaultError, code }, why);
   return error as StripvaultError;
 }
 
@@ -458,5 +459,294 @@ export function registerStoreContract(test: TestFn, label: string, openFreshSql:
     const escaped = await store().appendEvent({ kind: 'test.escape', subject, detail: { text: '\\u0000' } });
     t.deepEqual(escaped.detail, { text: '\\u0000' });
     t.is((await store().listEvents({ subject, limit: eventsListMax })).length, 6);
+  });
+
+  // ---- key manager tables (migration 3) ------------------------------------------------------
+
+  const keyId = (): string => randomBytes(16).toString('hex');
+  const newKey = (id = keyId()) => ({ id, wrapped: randomBytes(40), createdAt: new Date() });
+  const newCoi = (name = unique('coi'), ldapGroup: string | null = null) => ({ id: randomUUID(), name, ldapGroup, createdAt: new Date(), firstKey: newKey() });
+  const testCaPem = `-----BEGIN CERTIFICATE-----\n${randomBytes(300).toString('base64')}\n-----END CERTIFICATE-----\n`;
+
+  test.serial(`${label}: key manager root: key set and CA recorded once, together`, async (t) => {
+    t.is(await store().getKeySet(), null);
+    t.is(await store().getApplianceCa(), null);
+    const keySetId = randomUUID();
+    const keyEncrypted = randomBytes(1800);
+    const createdAt = new Date('2026-01-02T03:04:05.678Z');
+    const root = { keySetId, keySetRecord: { version: 1, keySetId, nested: { list: [1, 'two'] } }, caCertPem: testCaPem, caKeyEncrypted: keyEncrypted, createdAt };
+    const bad: Array<[string, Record<string, unknown>]> = [
+      ['key set id not a uuid', { keySetId: 'ks-1' }],
+      ['record not an object', { keySetRecord: [1] }],
+      ['certificate not PEM', { caCertPem: 'MIIB...' }],
+      ['empty CA key', { caKeyEncrypted: new Uint8Array(0) }],
+      ['CA key too large', { caKeyEncrypted: new Uint8Array(16 * 1024 + 1) }],
+      ['CA key not bytes', { caKeyEncrypted: 'secret' }],
+      ['bad date', { createdAt: new Date(Number.NaN) }],
+    ];
+    for (const [why, change] of bad) await expectCode(t, () => store().initKeyManagerRoot({ ...root, ...change } as never), ErrorCode.InvalidArgument, why);
+    t.is(await store().getKeySet(), null, 'nothing half-written');
+
+    await store().initKeyManagerRoot(root);
+    t.deepEqual(await store().getKeySet(), { keySetId, record: root.keySetRecord, createdAt });
+    const ca = await store().getApplianceCa();
+    t.is(ca?.certPem, testCaPem);
+    t.true(ca?.keyEncrypted.equals(keyEncrypted));
+    // A second init (another appliance, a replay) changes nothing.
+    await expectCode(t, () => store().initKeyManagerRoot({ ...root, keySetId: randomUUID(), caKeyEncrypted: randomBytes(10) }), ErrorCode.StoreConflict);
+    t.is((await store().getKeySet())?.keySetId, keySetId);
+    t.true((await store().getApplianceCa())?.keyEncrypted.equals(keyEncrypted));
+  });
+
+  test(`${label}: COIs and local members`, async (t) => {
+    const input = newCoi();
+    const coi = await store().createCoi(input);
+    t.like(coi, { id: input.id, name: input.name, source: 'local', ldapGroup: null, activeKeyId: input.firstKey.id });
+    t.deepEqual(coi.createdAt, input.createdAt);
+    t.deepEqual(await store().getCoi(input.name), coi);
+    t.deepEqual(
+      (await store().listCois()).find((c) => c.id === coi.id),
+      coi,
+    );
+    const dup = await expectCode(t, () => store().createCoi({ ...newCoi(input.name) }), ErrorCode.StoreConflict);
+    t.regex(dup.message, /already exists/);
+    // The same key id twice is a conflict too, and the refused COI is not half-created.
+    const twinKey = newCoi();
+    await expectCode(t, () => store().createCoi({ ...twinKey, firstKey: { ...twinKey.firstKey, id: input.firstKey.id } }), ErrorCode.StoreConflict);
+    await expectCode(t, () => store().getCoi(twinKey.name), ErrorCode.StoreNotFound);
+
+    const ldap = await store().createCoi(newCoi(unique('ldap'), 'cn=finance,ou=groups,dc=example,dc=org'));
+    t.like(ldap, { source: 'ldap', ldapGroup: 'cn=finance,ou=groups,dc=example,dc=org' });
+
+    const alice = { kind: 'user' as const, name: 'alice' };
+    const db = { kind: 'client' as const, name: 'db-01' };
+    await store().addCoiMember(coi.name, alice, new Date());
+    await store().addCoiMember(coi.name, db, new Date());
+    await expectCode(t, () => store().addCoiMember(coi.name, alice, new Date()), ErrorCode.StoreConflict);
+    await expectCode(t, () => store().addCoiMember(ldap.name, alice, new Date()), ErrorCode.InvalidArgument);
+    await expectCode(t, () => store().addCoiMember(unique('nope'), alice, new Date()), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().addCoiMember(coi.name, { kind: 'group', name: 'x' } as never, new Date()), ErrorCode.InvalidArgument);
+    await expectCode(t, () => store().addCoiMember(coi.name, { kind: 'user', name: '' }, new Date()), ErrorCode.InvalidArgument);
+    t.deepEqual(await store().listCoiMembers(coi.name), [alice, db]);
+    t.deepEqual(await store().listCoiMembers(ldap.name), []);
+    await expectCode(t, () => store().listCoiMembers(unique('nope')), ErrorCode.StoreNotFound);
+    t.true((await store().listLocalCoisOf(alice)).includes(coi.name));
+    t.true(await store().isLocalCoiMember(coi.name, db));
+    t.false(await store().isLocalCoiMember(coi.name, { kind: 'user', name: 'db-01' }), 'kind matters');
+    t.false(await store().isLocalCoiMember(unique('nope'), db));
+
+    await store().removeCoiMember(coi.name, alice);
+    await expectCode(t, () => store().removeCoiMember(coi.name, alice), ErrorCode.StoreNotFound);
+    t.deepEqual(await store().listCoiMembers(coi.name), [db]);
+    t.false((await store().listLocalCoisOf(alice)).includes(coi.name));
+
+    const { removedKeyIds } = await store().removeCoi(coi.name);
+    t.deepEqual(removedKeyIds, [input.firstKey.id]);
+    await expectCode(t, () => store().getCoi(coi.name), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().getWorkgroupKey(input.firstKey.id), ErrorCode.StoreNotFound);
+    t.false(await store().isLocalCoiMember(coi.name, db), 'members went with it');
+    await expectCode(t, () => store().removeCoi(coi.name), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().createCoi({ ...newCoi(), ldapGroup: 'bad\ngroup' }), ErrorCode.InvalidArgument);
+  });
+
+  test(`${label}: workgroup keys: rotate, retire, destroy keeps the row but not the bytes`, async (t) => {
+    const input = newCoi();
+    const coi = await store().createCoi(input);
+    const first = input.firstKey.id;
+    const second = newKey();
+    t.deepEqual(await store().rotateWorkgroupKey(coi.name, first, second), { retiredKeyId: first });
+    // A rotation that read a stale active key loses.
+    await expectCode(t, () => store().rotateWorkgroupKey(coi.name, first, newKey()), ErrorCode.StoreConflict);
+    await expectCode(t, () => store().rotateWorkgroupKey(coi.name, null, newKey()), ErrorCode.StoreConflict);
+    t.is((await store().getCoi(coi.name)).activeKeyId, second.id);
+    t.like(await store().getWorkgroupKey(first), { state: 'retired', coi: coi.name, coiId: coi.id, destroyedAt: null });
+    t.true((await store().getWorkgroupKey(first)).retiredAt instanceof Date);
+    const active = await store().activeWrappedKey(coi.name);
+    t.like(active, { id: second.id, state: 'active', coiId: coi.id });
+    t.true(active?.wrapped.equals(second.wrapped));
+    t.deepEqual(
+      (await store().listWorkgroupKeys({ coi: coi.name })).map((k) => [k.id, k.state]),
+      [
+        [first, 'retired'],
+        [second.id, 'active'],
+      ],
+    );
+    t.deepEqual(await store().workgroupKeysWithMaterial([second.id, first, keyId()]), [first, second.id].sort());
+
+    const destroyedAt = new Date('2026-03-04T05:06:07.000Z');
+    t.like(await store().destroyWorkgroupKey(first, destroyedAt), { state: 'destroyed', destroyedAt });
+    t.like(await store().destroyWorkgroupKey(first, new Date()), { state: 'destroyed', destroyedAt }, 'the first destruction time stays');
+    const raw = await sql().query<{ wrapped: unknown }>('SELECT wrapped FROM workgroup_keys WHERE id = $1', [first]);
+    t.is(raw[0]?.wrapped, null, 'wrapped bytes gone, row kept');
+    t.deepEqual(await store().workgroupKeysWithMaterial([first, second.id]), [second.id]);
+    // Destroying the active key leaves the COI without one.
+    await store().destroyWorkgroupKey(second.id, new Date());
+    t.is(await store().activeWrappedKey(coi.name), null);
+    t.is((await store().getCoi(coi.name)).activeKeyId, null);
+    const third = newKey();
+    t.deepEqual(await store().rotateWorkgroupKey(coi.name, null, third), { retiredKeyId: null });
+    t.is((await store().getCoi(coi.name)).activeKeyId, third.id);
+
+    // The schema itself refuses a destroyed key with bytes, and a second active key.
+    await t.throwsAsync(() => sql().query("UPDATE workgroup_keys SET wrapped = decode(repeat('ab', 40), 'hex') WHERE id = $1", [first]));
+    await t.throwsAsync(() => sql().query("UPDATE workgroup_keys SET state = 'active', retired_at = NULL WHERE id = $1", [first]));
+    await expectCode(
+      t,
+      () => sql().query("INSERT INTO workgroup_keys (id, coi_id, wrapped, state, created_at) VALUES ($1, $2, decode(repeat('cd', 40), 'hex'), 'active', now())", [keyId(), coi.id]),
+      ErrorCode.StoreConflict,
+    );
+
+    const bad: Array<[string, () => Promise<unknown>]> = [
+      ['key id not hex', () => store().getWorkgroupKey('zz'.repeat(16))],
+      ['key id upper case', () => store().getWorkgroupKey(keyId().toUpperCase())],
+      ['key id short', () => store().destroyWorkgroupKey('ab', new Date())],
+      ['wrapped too short', () => store().rotateWorkgroupKey(coi.name, third.id, { ...newKey(), wrapped: randomBytes(32) })],
+      ['wrapped not bytes', () => store().rotateWorkgroupKey(coi.name, third.id, { ...newKey(), wrapped: 'x'.repeat(40) } as never)],
+      ['ids not an array', () => store().workgroupKeysWithMaterial('abc' as never)],
+      ['ids with a bad one', () => store().workgroupKeysWithMaterial([keyId(), 'nope'])],
+    ];
+    for (const [why, run] of bad) await expectCode(t, run, ErrorCode.InvalidArgument, why);
+    await expectCode(t, () => store().getWorkgroupKey(keyId()), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().destroyWorkgroupKey(keyId(), new Date()), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().rotateWorkgroupKey(unique('nope'), null, newKey()), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().activeWrappedKey(unique('nope')), ErrorCode.StoreNotFound);
+    t.deepEqual(await store().workgroupKeysWithMaterial([]), []);
+  });
+
+  test(`${label}: concurrent rotations of one COI: exactly one wins`, async (t) => {
+    const input = newCoi();
+    await store().createCoi(input);
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => store().rotateWorkgroupKey(input.name, input.firstKey.id, newKey())));
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
+    for (const r of results) if (r.status === 'rejected') t.is((r.reason as StripvaultError).code, ErrorCode.StoreConflict);
+    t.is((await store().listWorkgroupKeys({ coi: input.name })).filter((k) => k.state === 'active').length, 1);
+  });
+
+  test(`${label}: virtual disks: one volume to several COIs, names unique, both ends pinned`, async (t) => {
+    const devices = await addDevices(1);
+    const volume = await store().createVolume({ name: unique('vd-vol'), m: 1, n: 1, sizeBytes: MiB, blockSize: 4096, strips: stripsOn(devices) });
+    const a = newCoi();
+    const b = newCoi();
+    await store().createCoi(a);
+    await store().createCoi(b);
+    const name = unique('export ä');
+    const disk = await store().createVirtualDisk({ name, volumeId: volume.id, coi: a.name, createdAt: new Date() });
+    t.like(disk, { name, volumeId: volume.id, volumeName: volume.name, coi: a.name });
+    t.deepEqual(await store().getVirtualDisk(name), disk);
+    await expectCode(t, () => store().createVirtualDisk({ name, volumeId: volume.id, coi: b.name, createdAt: new Date() }), ErrorCode.StoreConflict);
+    const again = await expectCode(t, () => store().createVirtualDisk({ name: unique('other'), volumeId: volume.id, coi: a.name, createdAt: new Date() }), ErrorCode.StoreConflict);
+    t.regex(again.message, /already presented/);
+    const second = await store().createVirtualDisk({ name: unique('disk-b'), volumeId: volume.id, coi: b.name, createdAt: new Date() });
+    t.deepEqual(
+      (await store().listVirtualDisks({ volumeId: volume.id })).map((d) => d.name),
+      [disk.name, second.name].sort(),
+    );
+    t.deepEqual(
+      (await store().listVirtualDisks({ coi: b.name })).map((d) => d.name),
+      [second.name],
+    );
+    t.deepEqual(
+      (await store().listVirtualDisks({ cois: [a.name, unique('nope')] })).map((d) => d.name),
+      [disk.name],
+    );
+    t.deepEqual(await store().listVirtualDisks({ cois: [] }), []);
+
+    // The keys that open the volume: active and retired ones of both COIs, never destroyed ones.
+    const bNext = newKey();
+    await store().rotateWorkgroupKey(b.name, b.firstKey.id, bNext);
+    t.deepEqual(
+      (await store().wrappedKeysForVolume(volume.id)).map((k) => k.id).sort(),
+      [a.firstKey.id, b.firstKey.id, bNext.id].sort(),
+    );
+    await store().destroyWorkgroupKey(b.firstKey.id, new Date());
+    t.deepEqual(
+      (await store().wrappedKeysForVolume(volume.id)).map((k) => k.id).sort(),
+      [a.firstKey.id, bNext.id].sort(),
+    );
+
+    await expectCode(t, () => store().removeCoi(a.name), ErrorCode.StoreConflict);
+    await expectCode(t, () => store().removeVolume(volume.id), ErrorCode.StoreConflict);
+    await store().removeVirtualDisk(disk.name);
+    await expectCode(t, () => store().removeVirtualDisk(disk.name), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().getVirtualDisk(disk.name), ErrorCode.StoreNotFound);
+    await store().removeCoi(a.name);
+    t.deepEqual(
+      (await store().wrappedKeysForVolume(volume.id)).map((k) => k.id),
+      [bNext.id],
+    );
+
+    // A COI whose keys are all destroyed presents nothing.
+    const c = newCoi();
+    await store().createCoi(c);
+    await store().destroyWorkgroupKey(c.firstKey.id, new Date());
+    await expectCode(t, () => store().createVirtualDisk({ name: unique('keyless'), volumeId: volume.id, coi: c.name, createdAt: new Date() }), ErrorCode.KeyDestroyed);
+    await expectCode(t, () => store().createVirtualDisk({ name: unique('x'), volumeId: randomUUID(), coi: b.name, createdAt: new Date() }), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().createVirtualDisk({ name: unique('x'), volumeId: volume.id, coi: unique('nope'), createdAt: new Date() }), ErrorCode.StoreNotFound);
+    const badNames: Array<[string, unknown]> = [
+      ['empty', ''],
+      ['256 bytes', 'a'.repeat(256)],
+      ['NUL', 'a\u0000b'],
+      ['newline', 'a\nb'],
+      ['escape', 'a\u001bb'],
+      ['bidi override', 'a\u202eb'],
+      ['not a string', 7],
+    ];
+    for (const [why, bad] of badNames) {
+      await expectCode(t, () => store().createVirtualDisk({ name: bad as string, volumeId: volume.id, coi: c.name, createdAt: new Date() }), ErrorCode.InvalidArgument, why);
+    }
+    // 255 bytes of UTF-8 is the longest name (é is two bytes).
+    const d = newCoi();
+    await store().createCoi(d);
+    const longest = `${'é'.repeat(127)}${unique('')}`.slice(0, 128);
+    const padded = longest + 'a'.repeat(255 - Buffer.byteLength(longest, 'utf8'));
+    t.is((await store().createVirtualDisk({ name: padded, volumeId: volume.id, coi: d.name, createdAt: new Date() })).name, padded);
+    await expectCode(t, () => store().listVirtualDisks({ volumeId: 'vol' }), ErrorCode.InvalidArgument);
+  });
+
+  test(`${label}: certificates: record, find, revoke once, list in issue order`, async (t) => {
+    const serial = () => randomBytes(16).toString('hex');
+    const notBefore = new Date('2026-01-01T00:00:00.000Z');
+    const notAfter = new Date('2027-01-01T00:00:00.000Z');
+    const first = { serial: serial(), kind: 'client' as const, subject: 'db-01', coiNames: ['finance', 'hr'], notBefore, notAfter };
+    const second = { serial: serial().toUpperCase(), kind: 'server' as const, subject: 'nbd.example.org', coiNames: [], notBefore, notAfter };
+    await store().recordCertificate(first);
+    await store().recordCertificate(second);
+    await expectCode(t, () => store().recordCertificate(first), ErrorCode.StoreConflict);
+    t.deepEqual(await store().findCertificate(first.serial.toUpperCase()), { ...first, revokedAt: null });
+    t.like(await store().findCertificate(second.serial), { serial: second.serial.toLowerCase(), coiNames: [] });
+    t.is(await store().findCertificate(serial()), null);
+    const listed = (await store().listCertificates()).map((c) => c.serial);
+    t.true(listed.indexOf(first.serial) < listed.indexOf(second.serial.toLowerCase()), 'issue order');
+
+    const at = new Date('2026-06-01T12:00:00.000Z');
+    t.deepEqual((await store().revokeCertificate(first.serial, at))?.revokedAt, at);
+    t.deepEqual((await store().revokeCertificate(first.serial, new Date()))?.revokedAt, at, 'revoking twice keeps the first time');
+    t.is(await store().revokeCertificate(serial(), at), null);
+    const bad: Array<[string, Record<string, unknown>]> = [
+      ['serial not hex', { serial: 'xyz' }],
+      ['serial odd length', { serial: 'abc' }],
+      ['serial too long', { serial: 'ab'.repeat(21) }],
+      ['unknown kind', { kind: 'ca' }],
+      ['subject with newline', { subject: 'a\nb' }],
+      ['coiNames not an array', { coiNames: 'finance' }],
+      ['validity backwards', { notAfter: notBefore, notBefore: notAfter }],
+    ];
+    for (const [why, change] of bad) await expectCode(t, () => store().recordCertificate({ ...first, serial: serial(), ...change } as never), ErrorCode.InvalidArgument, why);
+  });
+
+  test(`${label}: local users: add, hash, change, remove`, async (t) => {
+    const name = unique('user');
+    await store().addLocalUser({ name, passwordHash: 'scrypt$15$8$1$salt$hash', at: new Date() });
+    await expectCode(t, () => store().addLocalUser({ name, passwordHash: 'x', at: new Date() }), ErrorCode.StoreConflict);
+    t.is(await store().getLocalUserPasswordHash(name), 'scrypt$15$8$1$salt$hash');
+    await store().setLocalUserPasswordHash(name, 'scrypt$15$8$1$salt2$hash2', new Date());
+    t.is(await store().getLocalUserPasswordHash(name), 'scrypt$15$8$1$salt2$hash2');
+    t.true((await store().listLocalUsers()).some((u) => u.name === name));
+    await store().removeLocalUser(name);
+    t.is(await store().getLocalUserPasswordHash(name), null);
+    await expectCode(t, () => store().removeLocalUser(name), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().setLocalUserPasswordHash(name, 'x', new Date()), ErrorCode.StoreNotFound);
+    await expectCode(t, () => store().addLocalUser({ name: unique('u'), passwordHash: '', at: new Date() }), ErrorCode.InvalidArgument);
+    await expectCode(t, () => store().addLocalUser({ name: 'a\u0000b', passwordHash: 'x', at: new Date() }), ErrorCode.InvalidArgument);
   });
 }
