@@ -13,7 +13,10 @@ import { openDevice } from './device/open-device.ts';
 import { ErrorCode, StripvaultError, fail } from './errors.ts';
 import type { Logger } from './log.ts';
 import { SplitPool, type SplitRunner } from './split/split-pool.ts';
-import type { Wrapper } from './strip/header.ts';
+import { AuditLog } from '../keymgr/audit.ts';
+import type { Directory } from '../keymgr/directory.ts';
+import type { Actor } from '../keymgr/key-manager-api.ts';
+import { KeyManager } from '../keymgr/key-manager.ts';
 import { openStore, type DeviceRecord, type Store, type StoreConfig, type VolumeRecord } from './store/store.ts';
 import { Owl, owlRingBytesFor } from './volume/owl.ts';
 import { Volume, stripBytesForVolume, uuidToBytes, validateVolumeShape, type OwlRecoveryReport, type StripState } from './volume/volume.ts';
@@ -23,13 +26,19 @@ export const storeDirName = 'store';
 /** Outstanding write lists live here, one file per volume: on the appliance's own disk, beside the store. */
 export const owlDirName = 'owl';
 
+export const auditFileName = 'audit.log';
+/** Who the appliance itself acts as in the audit log when no person asked. */
+export const systemActor: Actor = { name: 'system' };
+
 export interface ApplianceOptions {
-  /** Where the embedded store and dev keys live. */
+  /** Where the embedded store, the audit file and the outstanding write lists live. */
   readonly dataDir: string;
   /** Defaults to PGlite under dataDir/store. */
   readonly store?: StoreConfig;
-  /** Keys that open strip headers (dev unseal today; the key manager's workgroup keys later). */
-  readonly wrappers: readonly Wrapper[];
+  /** The directory behind LDAP communities of interest (none: only local COIs). */
+  readonly directory?: Directory;
+  /** The audit log's file sink; default dataDir/audit.log. */
+  readonly auditFile?: string;
   readonly log: Logger;
   /** Threads for sealing and opening shares; default one per core. 0: on the calling thread. */
   readonly splitWorkers?: number;
@@ -49,6 +58,10 @@ export interface CreateVolumeRequest {
   readonly blockBytes: number;
   /** Device names or ids; N is their count. */
   readonly devices: readonly string[];
+  /** The community of interest the volume is first presented to (its key wraps the strip headers). */
+  readonly coi: string;
+  /** Name of that first virtual disk (the NBD export); default the volume's name. */
+  readonly virtualDisk?: string;
   /** The caller just created these devices as sparse files: skip zeroing the strip regions. */
   readonly regionsZeroed?: boolean;
 }
@@ -57,15 +70,17 @@ export class Appliance {
   readonly dataDir: string;
   readonly store: Store;
   readonly log: Logger;
-  private readonly wrappers: readonly Wrapper[];
+  readonly keys: KeyManager;
+  readonly audit: AuditLog;
   private readonly runner: SplitRunner | undefined;
   private readonly devices = new Map<string, StorageDevice>();
   private readonly volumes = new Map<string, Promise<Volume>>();
 
-  private constructor(dataDir: string, store: Store, wrappers: readonly Wrapper[], log: Logger, runner: SplitRunner | undefined) {
+  private constructor(dataDir: string, store: Store, keys: KeyManager, audit: AuditLog, log: Logger, runner: SplitRunner | undefined) {
     this.dataDir = dataDir;
     this.store = store;
-    this.wrappers = wrappers;
+    this.keys = keys;
+    this.audit = audit;
     this.log = log;
     this.runner = runner;
   }
@@ -75,8 +90,19 @@ export class Appliance {
     await mkdir(dataDir, { recursive: true });
     const config: StoreConfig = opts.store ?? { kind: 'pglite', dataDir: join(dataDir, storeDirName) };
     const store = await openStore(config);
-    const runner = opts.splitWorkers === 0 ? undefined : new SplitPool(opts.splitWorkers);
-    return new Appliance(dataDir, store, opts.wrappers, opts.log, runner);
+    let audit: AuditLog | undefined;
+    try {
+      audit = new AuditLog({ store, filePath: opts.auditFile ?? join(dataDir, auditFileName) });
+      // The file catches up with the store first: a file behind or ahead of it refuses to start.
+      await audit.sync();
+      const keys = await KeyManager.open({ store, audit, ...(opts.directory ? { directory: opts.directory } : {}) });
+      const runner = opts.splitWorkers === 0 ? undefined : new SplitPool(opts.splitWorkers);
+      return new Appliance(dataDir, store, keys, audit, opts.log, runner);
+    } catch (e) {
+      await audit?.close().catch(() => undefined);
+      await store.close();
+      throw e;
+    }
   }
 
   /** Registers a device; `created` says whether a new (all-zero, sparse) file was made for it. */
@@ -104,7 +130,7 @@ export class Appliance {
     }
   }
 
-  async createVolume(req: CreateVolumeRequest): Promise<VolumeRecord> {
+  async createVolume(req: CreateVolumeRequest, actor: Actor = systemActor): Promise<VolumeRecord> {
     // Bad shapes are refused before the store hears of the volume.
     validateVolumeShape({ m: req.m, n: req.devices.length, sizeBytes: req.sizeBytes, blockBytes: req.blockBytes });
     const records = await Promise.all(req.devices.map((d) => this.store.getDevice(d)));
@@ -118,8 +144,11 @@ export class Appliance {
     }
     // The record goes in first (offline): if formatting fails half way, the regions stay reserved
     // and visible rather than silently reused.
+    // Keys first: a sealed appliance or an unknown COI refuses before anything is reserved.
+    const wrapper = await this.keys.wrapperForCoi(req.coi);
     const record = await this.store.createVolume({ name: req.name, m: req.m, n, sizeBytes: req.sizeBytes, blockSize: req.blockBytes, strips });
     await this.store.setVolumeState(record.id, 'offline');
+    await this.keys.presentVolume({ name: req.virtualDisk ?? req.name, volumeId: record.id, coi: req.coi }, actor);
     const locations = [];
     for (const s of strips) locations.push({ device: await this.device(records[s.index]!), base: s.offsetBytes });
     // A leftover list of an earlier volume with this id cannot exist (ids are fresh), so create fails loudly if one does.
@@ -134,11 +163,11 @@ export class Appliance {
       sizeBytes: req.sizeBytes,
       blockBytes: req.blockBytes,
       locations,
-      wrappers: this.wrappers,
+      wrappers: [wrapper],
       regionsZeroed: req.regionsZeroed === true,
       hooks: this.hooksFor(record.id),
       ...(this.runner ? { runner: this.runner } : {}),
-    });
+    }).finally(() => wrapper.key.fill(0));
     await this.store.setVolumeState(record.id, 'online');
     this.volumes.set(record.id, Promise.resolve(volume));
     await this.event('volume.created', record.id, { name: req.name, m: req.m, n, sizeBytes: req.sizeBytes, blockBytes: req.blockBytes });
@@ -171,15 +200,21 @@ export class Appliance {
         locations.push(null);
       }
     }
+    const wrappers = await this.keys.wrappersForVolume(record.id);
+    if (wrappers.length === 0) {
+      fail(ErrorCode.VolumeUnavailable, `volume ${record.name} is presented to no community of interest: no key opens it (withdrawn or shredded)`);
+    }
     const volume = await Volume.open({
       owl: await this.openOwl(record),
       locations,
-      wrappers: this.wrappers,
+      wrappers,
       expectId: record.id,
       hooks: this.hooksFor(record.id),
       generationFloor: record.generationReserved,
       staleStrips: record.strips.filter((s) => s.state === 'stale').map((s) => s.index),
       ...(this.runner ? { runner: this.runner } : {}),
+    }).finally(() => {
+      for (const w of wrappers) w.key.fill(0);
     });
     const health = volume.health();
     await this.store.setVolumeState(record.id, health.state === 'healthy' ? 'online' : 'degraded');
@@ -211,16 +246,38 @@ export class Appliance {
     return volume;
   }
 
-  async removeVolume(nameOrId: string): Promise<void> {
+  async removeVolume(nameOrId: string, actor: Actor = systemActor): Promise<void> {
     const record = await this.store.getVolume(nameOrId);
-    const open = this.volumes.get(record.id);
-    if (open) {
-      await (await open.catch(() => null))?.close();
-      this.volumes.delete(record.id);
-    }
+    await this.closeVolume(record.id);
+    // Its virtual disks go first (audited): no client may be left holding a name for it.
+    for (const d of await this.keys.listVirtualDisks({ volumeId: record.id })) await this.keys.withdrawVirtualDisk(d.name, actor);
     await this.store.removeVolume(record.id);
     await rm(this.owlPath(record.id), { force: true });
     await this.event('volume.removed', record.id, { name: record.name });
+  }
+
+  /** Closes a volume if it is open (flushes; its keys are wiped from memory). */
+  async closeVolume(volumeId: string): Promise<void> {
+    const open = this.volumes.get(volumeId);
+    if (!open) return;
+    this.volumes.delete(volumeId);
+    await (await open.catch(() => null))?.close();
+  }
+
+  /** Drops a volume that closed itself (a crypto-shred) from the open set. */
+  forgetVolume(volumeId: string): void {
+    this.volumes.delete(volumeId);
+  }
+
+  /** Whether the volume is open in this appliance (its keys in memory). */
+  isVolumeOpen(volumeId: string): boolean {
+    return this.volumes.has(volumeId);
+  }
+
+  /** Seals the appliance: every open volume is flushed and closed (keys wiped), then the master key is forgotten. */
+  async seal(actor: Actor): Promise<void> {
+    for (const id of [...this.volumes.keys()]) await this.closeVolume(id);
+    await this.keys.seal(actor);
   }
 
   async close(): Promise<void> {
@@ -229,7 +286,13 @@ export class Appliance {
     for (const d of this.devices.values()) await d.close().catch(() => undefined);
     this.devices.clear();
     await this.runner?.close();
+    await this.audit.close().catch(() => undefined);
     await this.store.close();
+  }
+
+  /** The open device behind a store device id (opened once, shared by every strip on it). */
+  async deviceById(deviceId: string): Promise<StorageDevice> {
+    return this.device(await this.store.getDevice(deviceId));
   }
 
   private async device(record: DeviceRecord): Promise<StorageDevice> {

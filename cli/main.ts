@@ -10,7 +10,7 @@ import { ErrorCode, StripvaultError, fail } from '../appliance/errors.ts';
 import { jsonLogger, type Logger } from '../appliance/log.ts';
 import { blockBytesDefault } from '../appliance/split/geometry.ts';
 import type { StoreConfig } from '../appliance/store/store.ts';
-import { loadOrCreateDevWrapper } from '../keymgr/dev-wrapping-key.ts';
+import { defaultCoiName, devUnseal, ensureDefaultCoi } from '../keymgr/dev-unseal.ts';
 import { keysCommand } from './keys.ts';
 import { formatSize, parseSize } from './sizes.ts';
 
@@ -24,7 +24,8 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
   device list [--json]
   device show NAME [--json]
   device remove NAME
-  volume create NAME --size SIZE --devices A,B,C [--m M] [--block-size BYTES]
+  volume create NAME --size SIZE --devices A,B,C [--m M] [--block-size BYTES] [--coi C]
+                                         (presented to COI C, default "default", as virtual disk NAME)
   volume list [--json]
   volume show NAME [--json]              store record plus live strip health
   volume remove NAME
@@ -33,8 +34,13 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
                                          replace a missing/failed strip with one on device D and fill it
   volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
   volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
-  serve [--nbd HOST:PORT|unix:PATH] [--scrub-every 7d|off] [--scrub-rate 50M]
-                                         run the appliance (NBD server, scheduled scrub)
+  serve [--nbd HOST:PORT|unix:PATH] [--api-listen HOST:PORT|off] [--scrub-every 7d|off] [--scrub-rate 50M]
+        [--no-dev-unseal] [--ldap-config FILE.json] [--tls-host NAME,NAME...]
+                                         run the appliance: NBD (TLS with client certificates; plain text
+                                         from loopback only), the admin API (default 127.0.0.1:8080),
+                                         scheduled scrub. On an empty data directory, without
+                                         --no-dev-unseal, it creates the embedded default with a DEV
+                                         unseal share on disk (loudly marked; never in production).
 
 Key manager (through the appliance's admin API: [--api URL] [--api-token-file FILE]):
   init --officers A,B,C --threshold T    create the master key; prints each officer's share ONCE
@@ -128,6 +134,10 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       coi: { type: 'string' },
       out: { type: 'string' },
       'yes-destroy-all-data': { type: 'boolean' },
+      'no-dev-unseal': { type: 'boolean' },
+      'api-listen': { type: 'string' },
+      'ldap-config': { type: 'string' },
+      'tls-host': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -143,14 +153,25 @@ async function run(argv: string[], io: CliIo): Promise<number> {
 
   if (group === 'serve') {
     const { serve } = await import('./serve.ts');
-    return serve({ dataDir, store, nbd: values.nbd, io, scrubEvery: values['scrub-every'], scrubRate: values['scrub-rate'] });
+    return serve({
+      dataDir,
+      store,
+      nbd: values.nbd,
+      io,
+      scrubEvery: values['scrub-every'],
+      scrubRate: values['scrub-rate'],
+      api: values['api-listen'],
+      noDevUnseal: values['no-dev-unseal'] === true,
+      ldapConfig: values['ldap-config'],
+      tlsHosts: (values['tls-host'] ?? '').split(',').map((h) => h.trim()).filter(Boolean),
+    });
   }
 
   // Key-manager commands go through the admin API of the running appliance (cli/keys.ts).
   const keys = await keysCommand({ group, verb, rest, options: values, dataDir, io });
   if (keys !== null) return keys;
 
-  const appliance = await openAppliance(dataDir, store, log, io);
+  const appliance = await openAppliance(dataDir, store, log, io, values['no-dev-unseal'] === true);
   try {
     const out = (s: string) => io.stdout.write(s + '\n');
     const need = (x: string | undefined, what: string): string => {
@@ -199,6 +220,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
           sizeBytes: parseSize(need(values.size, '--size'), '--size'),
           blockBytes: values['block-size'] ? parseSize(values['block-size'], '--block-size') : blockBytesDefault,
           devices,
+          coi: values.coi ?? defaultCoiName,
         });
         out(values.json ? JSON.stringify(rec) : `volume ${rec.name} created: ${rec.m}-of-${rec.n}, ${formatSize(rec.sizeBytes)}, block ${rec.blockSize}`);
         return 0;
@@ -356,7 +378,19 @@ async function copyOut(output: Writable, close: boolean, length: number, read: (
   fail(ErrorCode.InvalidArgument, `cannot write output: ${f.code ?? f.message}`);
 }
 
-async function openAppliance(dataDir: string, store: StoreConfig | undefined, log: Logger, io: CliIo): Promise<Appliance> {
-  const wrapper = await loadOrCreateDevWrapper(dataDir, (m) => io.stderr.write(m + '\n'));
-  return Appliance.open({ dataDir, ...(store ? { store } : {}), wrappers: [wrapper], log });
+/**
+ * The appliance in this process, for commands run while no server holds the data directory. On a
+ * data directory with the dev unseal (the embedded default) it unseals with it; `--no-dev-unseal`
+ * never creates one, and a production appliance stays sealed (commands that need keys say so).
+ */
+async function openAppliance(dataDir: string, store: StoreConfig | undefined, log: Logger, io: CliIo, noDevUnseal: boolean): Promise<Appliance> {
+  const appliance = await Appliance.open({ dataDir, ...(store ? { store } : {}), log });
+  try {
+    const outcome = await devUnseal(appliance.keys, appliance.dataDir, (m) => io.stderr.write(m + '\n'), { initialize: !noDevUnseal });
+    if (outcome === 'unsealed') await ensureDefaultCoi(appliance.keys);
+    return appliance;
+  } catch (e) {
+    await appliance.close();
+    throw e;
+  }
 }

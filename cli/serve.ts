@@ -3,24 +3,37 @@
  * — PGlite store, three strip files under DATA/strips, a 1 GiB 2-of-3 volume exported as `default` —
  * so `npm start` on a fresh clone serves a disk at nbd://127.0.0.1:10809/default.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Appliance } from '../appliance/appliance.ts';
 import { stripAlignBytes } from '../appliance/device/allocation.ts';
 import { ErrorCode, StripvaultError, fail } from '../appliance/errors.ts';
 import { jsonLogger, type Logger } from '../appliance/log.ts';
-import type { ExportRegistry, NbdExport } from '../appliance/nbd/backend.ts';
-import { isLoopback, startNbdServer, type NbdAddress } from '../appliance/nbd/server.ts';
+import type { NbdTlsOptions } from '../appliance/nbd/handshake.ts';
+import { startNbdServer, type NbdAddress } from '../appliance/nbd/server.ts';
+import { nbdServerTls } from '../appliance/nbd/tls.ts';
+import { systemActor } from '../appliance/appliance.ts';
+import { VirtualDisks } from '../appliance/virtual-disks.ts';
+import { virtualDiskRegistry } from '../appliance/virtual-disk-exports.ts';
+import { buildApi } from '../admin-ui/api.ts';
+import { startApiServer, type ApiServer } from '../admin-ui/api-server.ts';
+import { loadOrCreateApiToken } from '../admin-ui/api-token.ts';
+import { verifyAudit } from '../keymgr/audit.ts';
+import { defaultCoiName, devUnseal, ensureDefaultCoi } from '../keymgr/dev-unseal.ts';
+import type { Actor, KeyManagerApi } from '../keymgr/key-manager-api.ts';
+import { LdapDirectory } from '../keymgr/ldap-directory.ts';
+import { checkClientCertificate } from '../keymgr/pki-check.ts';
 import { blockBytesDefault } from '../appliance/split/geometry.ts';
 import type { StoreConfig } from '../appliance/store/store.ts';
-import { volumeExport } from '../appliance/volume/volume-export.ts';
 import { stripBytesForVolume } from '../appliance/volume/volume.ts';
-import { loadOrCreateDevWrapper } from '../keymgr/dev-wrapping-key.ts';
 import { startScrubSchedule } from '../appliance/scrub-schedule.ts';
 import { parseDuration, parseSize } from './sizes.ts';
 import type { CliIo } from './main.ts';
 
 export const defaultNbdAddress = '127.0.0.1:10809';
+export const defaultApiAddress = '127.0.0.1:8080';
+/** An LDAP configuration file is small JSON; anything larger is not one. */
+export const ldapConfigBytesMax = 256 * 1024;
 export const defaultVolumeName = 'default';
 export const defaultVolumeBytes = 1024 ** 3;
 export const defaultGeometry = { m: 2, n: 3 } as const;
@@ -40,6 +53,34 @@ export interface ServeOptions {
   readonly stop?: Promise<void>;
   /** Called once listening, with the bound address. */
   readonly onListening?: (address: NbdAddress) => void;
+  /** Admin API address ("HOST:PORT", loopback only) or "off"; default defaultApiAddress. */
+  readonly api?: string | undefined;
+  /** Never create or use a dev unseal share: start sealed and wait for the security officers. */
+  readonly noDevUnseal?: boolean;
+  /** JSON file with LdapDirectoryOptions: COIs may then map to LDAP groups. */
+  readonly ldapConfig?: string | undefined;
+  /** Extra host names / addresses for the NBD TLS server certificate. */
+  readonly tlsHosts?: readonly string[];
+  /** Called with the running appliance once serving (tests drive it in-process). */
+  readonly onAppliance?: (appliance: Appliance) => void;
+}
+
+export function parseApiAddress(text: string): { host: string; port: number } {
+  const a = parseNbdAddress(text);
+  if ('path' in a) fail(ErrorCode.InvalidArgument, '--api takes HOST:PORT (or off), not a Unix socket');
+  return a;
+}
+
+async function loadLdapDirectory(path: string): Promise<LdapDirectory> {
+  const text = await readFile(path, 'utf8');
+  if (Buffer.byteLength(text) > ldapConfigBytesMax) fail(ErrorCode.InvalidArgument, `${path} is too large for an LDAP configuration`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    fail(ErrorCode.InvalidArgument, `${path} is not valid JSON`);
+  }
+  return new LdapDirectory(parsed as ConstructorParameters<typeof LdapDirectory>[0]);
 }
 
 export function parseNbdAddress(text: string): NbdAddress {
@@ -79,71 +120,121 @@ export async function ensureEmbeddedDefault(appliance: Appliance, log: Logger): 
     sizeBytes: defaultVolumeBytes,
     blockBytes: blockBytesDefault,
     devices: names,
+    coi: defaultCoiName,
     // Freshly created sparse files read as zeros; anything older gets its strip regions zeroed.
     regionsZeroed: created === defaultGeometry.n,
   });
   log.log('info', 'embedded_default.created', { volume: defaultVolumeName, geometry: `${defaultGeometry.m}-of-${defaultGeometry.n}`, sizeBytes: defaultVolumeBytes });
 }
 
-function volumeRegistry(appliance: Appliance, log: Logger): ExportRegistry {
-  const exportOf = async (name: string): Promise<NbdExport | undefined> => {
-    try {
-      return volumeExport(await appliance.openVolume(name));
-    } catch (e) {
-      if (e instanceof StripvaultError && e.code === ErrorCode.StoreNotFound) return undefined;
-      if (e instanceof StripvaultError) {
-        log.log('warn', 'export.unavailable', { export: name, code: e.code, message: e.message });
-        return undefined;
-      }
-      throw e;
-    }
+/**
+ * NBD over TLS with client certificates, available once the appliance is unsealed: the server
+ * certificate is issued by the appliance CA when the first client asks (kept in memory only, so
+ * no private key is ever on disk) for 127.0.0.1, localhost and the --tls-host names.
+ */
+function lazyNbdTls(appliance: Appliance, hostNames: readonly string[], log: Logger): NbdTlsOptions {
+  let ready: Promise<NbdTlsOptions> | null = null;
+  const build = async (): Promise<NbdTlsOptions> => {
+    const status = await appliance.keys.status();
+    if (!status.initialized || status.sealed) fail(ErrorCode.Sealed, 'stripvault is sealed: no TLS until security officers unseal it');
+    const caCertPem = await appliance.keys.caCertificatePem();
+    const issued = await appliance.keys.issueServerCertificate([...new Set(['127.0.0.1', 'localhost', ...hostNames])], {}, systemActor);
+    const registry = appliance.keys.certificateRegistry();
+    log.log('info', 'nbd.tls_ready', { serial: issued.serial, hosts: hostNames });
+    return nbdServerTls({
+      caCertPem,
+      serverCertPem: issued.certificatePem,
+      serverKeyPem: issued.privateKeyPem,
+      checkClient: async (der) => {
+        const c = await checkClientCertificate(registry, caCertPem, der);
+        return { clientName: c.clientName, serial: c.serial };
+      },
+      mode: 'optional',
+    });
   };
   return {
-    async list() {
-      const out: NbdExport[] = [];
-      for (const v of await appliance.store.listVolumes()) {
-        const e = await exportOf(v.name);
-        if (e) out.push(e);
-      }
-      return out;
+    mode: 'optional',
+    async upgrade(socket, peer) {
+      ready ??= build().catch((e: unknown) => {
+        ready = null;
+        throw e;
+      });
+      return (await ready).upgrade!(socket, peer);
     },
-    // The empty name is the NBD "default export".
-    get: (name) => exportOf(name === '' ? defaultVolumeName : name),
   };
+}
+
+/** A KeyManagerApi for the admin API whose seal() also closes every open volume (their keys go too). */
+function sealingKeyManager(appliance: Appliance): KeyManagerApi {
+  const keys = appliance.keys;
+  return new Proxy(keys, {
+    get(target, prop) {
+      if (prop === 'seal') return (actor: Actor) => appliance.seal(actor);
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
 
 export async function serve(opts: ServeOptions): Promise<number> {
   const log = jsonLogger({ write: (l) => opts.io.stderr.write(l + '\n') });
   const listen = parseNbdAddress(opts.nbd ?? defaultNbdAddress);
+  const apiAddress = opts.api === 'off' ? null : parseApiAddress(opts.api ?? defaultApiAddress);
   const scrubEveryMs = parseDuration(opts.scrubEvery ?? scrubEveryDefault, '--scrub-every');
   const scrubRate = parseSize(opts.scrubRate ?? scrubRateDefault, '--scrub-rate');
-  // Until client certificates exist (key manager), NBD is plain text: loopback and Unix sockets only.
-  if ('host' in listen && !isLoopback(listen.host)) {
-    fail(ErrorCode.InvalidArgument, `plain-text NBD may only listen on loopback or a Unix socket, not ${listen.host}`);
-  }
-  const wrapper = await loadOrCreateDevWrapper(opts.dataDir, (m) => log.log('warn', 'dev_unseal', { message: m }));
-  const appliance = await Appliance.open({ dataDir: opts.dataDir, ...(opts.store ? { store: opts.store } : {}), wrappers: [wrapper], log });
+  const directory = opts.ldapConfig ? await loadLdapDirectory(opts.ldapConfig) : undefined;
+  const appliance = await Appliance.open({ dataDir: opts.dataDir, ...(opts.store ? { store: opts.store } : {}), log, ...(directory ? { directory } : {}) });
   let server;
+  let api: ApiServer | null = null;
   try {
-    await ensureEmbeddedDefault(appliance, log);
-    for (const v of await appliance.store.listVolumes()) {
-      await appliance.openVolume(v.name).catch((e: unknown) => {
-        log.log('error', 'volume.open_failed', { volume: v.name, code: (e as StripvaultError).code, message: (e as Error).message });
+    const outcome = opts.noDevUnseal ? 'not-tried' : await devUnseal(appliance.keys, appliance.dataDir, (m) => log.log('warn', 'dev_unseal', { message: m }), { initialize: true });
+    if (outcome === 'unsealed' || outcome === 'already-unsealed') {
+      await ensureDefaultCoi(appliance.keys);
+      await ensureEmbeddedDefault(appliance, log);
+    }
+    const status = await appliance.keys.status();
+    if (status.sealed) {
+      log.log('warn', 'sealed', {
+        message: status.initialized
+          ? `sealed: ${status.unseal?.threshold ?? '?'} security officer share(s) needed (stripvault unseal)`
+          : 'not initialized: security officers run stripvault init, then unseal',
       });
+    } else {
+      for (const v of await appliance.store.listVolumes()) {
+        if (v.state === 'offline') continue;
+        await appliance.openVolume(v.name).catch((e: unknown) => {
+          log.log('error', 'volume.open_failed', { volume: v.name, code: (e as StripvaultError).code, message: (e as Error).message });
+        });
+      }
+    }
+    if (apiAddress) {
+      const { token } = await loadOrCreateApiToken(appliance.dataDir);
+      const app = buildApi({
+        keyManager: sealingKeyManager(appliance),
+        volumeKeyOps: new VirtualDisks(appliance),
+        token,
+        auditVerify: () => verifyAudit({ store: appliance.store, filePath: appliance.audit.filePath, sinkName: appliance.audit.sinkName }),
+        log,
+      });
+      api = await startApiServer({ ...apiAddress, app });
     }
     server = await startNbdServer({
       listen,
-      exports: volumeRegistry(appliance, log),
-      log: (ev) => log.log(ev.event === 'protocol-violation' || ev.event === 'request-failed' ? 'warn' : 'debug', `nbd.${ev.event}`, { ...ev }),
+      exports: virtualDiskRegistry(appliance),
+      tls: lazyNbdTls(appliance, opts.tlsHosts ?? [], log),
+      log: (ev) =>
+        log.log(ev.event === 'protocol-violation' || ev.event === 'request-failed' || ev.event === 'tls-upgrade-failed' ? 'warn' : 'debug', `nbd.${ev.event}`, { ...ev }),
     });
   } catch (e) {
+    await api?.close();
     await appliance.close();
     throw e;
   }
   const where = 'path' in server.address ? `unix:${server.address.path}` : `${server.address.host}:${server.address.port}`;
   const scrubs = scrubEveryMs === null ? null : startScrubSchedule(appliance, { everyMs: scrubEveryMs, rateBytesPerSec: scrubRate });
-  log.log('info', 'serving', { nbd: where, dataDir: appliance.dataDir, scrubEveryMs, scrubRateBytesPerSec: scrubRate });
+  log.log('info', 'serving', { nbd: where, api: api?.url ?? null, dataDir: appliance.dataDir, scrubEveryMs, scrubRateBytesPerSec: scrubRate });
   opts.onListening?.(server.address);
+  opts.onAppliance?.(appliance);
 
   const stop =
     opts.stop ??
@@ -154,6 +245,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   await stop;
   log.log('info', 'shutting_down', {});
   await server.close();
+  await api?.close();
   await scrubs?.stop();
   // Closing the appliance flushes every volume to its strips' storage before the store closes.
   await appliance.close();

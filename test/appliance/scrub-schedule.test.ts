@@ -2,22 +2,21 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Appliance } from '../../appliance/appliance.ts';
 import { ErrorCode } from '../../appliance/errors.ts';
-import { silentLogger } from '../../appliance/log.ts';
 import { startScrubSchedule } from '../../appliance/scrub-schedule.ts';
 import { dataOffset } from '../../appliance/strip/layout.ts';
 import { parseDuration } from '../../cli/sizes.ts';
-import { testWrapper, withTempDir } from '../helpers/volumes.ts';
+import { withTempDir } from '../helpers/volumes.ts';
+import { devAppliance } from '../helpers/appliance.ts';
 
 const MiB = 1024 * 1024;
 
 test('the scheduled scrub finds and repairs a damaged share, records events, and stops cleanly', async (t) => {
   await withTempDir(async (dir) => {
-    const appliance = await Appliance.open({ dataDir: join(dir, 'data'), wrappers: [testWrapper()], log: silentLogger, splitWorkers: 0 });
+    const appliance = await devAppliance(join(dir, 'data'));
     try {
       for (let i = 0; i < 3; i++) await appliance.addDevice({ name: `d${i}`, path: join(dir, `d${i}.img`), createBytes: 16 * MiB });
-      const record = await appliance.createVolume({ name: 'v', m: 2, sizeBytes: 4 * MiB, blockBytes: 4096, devices: ['d0', 'd1', 'd2'] });
+      const record = await appliance.createVolume({ name: 'v', m: 2, sizeBytes: 4 * MiB, blockBytes: 4096, devices: ['d0', 'd1', 'd2'], coi: 'default' });
       const volume = await appliance.openVolume('v');
       const data = randomBytes(4 * MiB);
       await volume.write(0, data);

@@ -70,11 +70,11 @@ test('devices, a volume, bytes in and out; nothing in plain text on disk or in t
     t.is(shown.health.state, 'healthy');
     t.is(shown.strips.length, 3);
 
-    // Every byte stripvault wrote: device files and the embedded store. The dev unseal file is
+    // Every byte stripvault wrote: device files, the embedded store, the OWL, the audit log. The dev unseal share is
     // the one deliberate exception (it is the loudly announced dev key) and holds no data.
     let files = 0;
     for await (const p of walk(dir)) {
-      if (p.endsWith('dev-unseal.key')) continue;
+      if (p.endsWith('dev-unseal.share')) continue;
       const bytes = await readFile(p);
       files++;
       t.is(bytes.indexOf(canary.subarray(0, 16)), -1, `${p} holds plaintext`);
@@ -167,6 +167,6 @@ test('bad input: a clear message and a non-zero exit, never a crash', async (t) 
     t.is(r.code, 2);
     t.regex(r.stderr, /cannot write output .*ENOENT/);
     t.notRegex(r.stderr, /internal error/);
-    t.true((await stat(join(data, 'dev-unseal.key'))).mode % 0o1000 === 0o600);
+    t.true((await stat(join(data, 'dev-unseal.share'))).mode % 0o1000 === 0o600);
   });
 });

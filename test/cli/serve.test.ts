@@ -31,7 +31,7 @@ interface Running {
 }
 
 async function startServe(dataDir: string, nbd: string): Promise<Running> {
-  const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--nbd', nbd], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--nbd', nbd, '--api-listen', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
@@ -162,10 +162,18 @@ test('serve: the embedded default with nbdinfo, qemu-img, qemu-io, nbdcopy and f
   });
 });
 
-test('serve refuses plain-text NBD on a non-loopback address and bad --nbd values', async (t) => {
+test('serve refuses bad --nbd and --api-listen values', async (t) => {
   await withTempDir(async (dir) => {
-    for (const nbd of ['0.0.0.0:10809', 'nonsense', '127.0.0.1:99999', 'unix:']) {
-      const child = spawn(process.execPath, [bin, 'serve', '--data', join(dir, 'd'), '--nbd', nbd], { stdio: ['ignore', 'ignore', 'pipe'] });
+    for (const [flag, value] of [
+      ['--nbd', 'nonsense'],
+      ['--nbd', '127.0.0.1:99999'],
+      ['--nbd', 'unix:'],
+      ['--api-listen', 'unix:/tmp/x'],
+      ['--api-listen', '0.0.0.0:0'],
+    ] as const) {
+      const nbd = `${flag} ${value}`;
+      const args = flag === '--nbd' ? ['--nbd', value, '--api-listen', 'off'] : ['--nbd', 'unix:' + join(dir, 'sock'), flag, value];
+      const child = spawn(process.execPath, [bin, 'serve', '--data', join(dir, 'd'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
       const code = await new Promise<number | null>((r) => child.on('exit', r));

@@ -1,0 +1,159 @@
+/**
+ * Key operations that touch both the key manager's records and the volumes' strip headers:
+ * presenting a volume to another COI, withdrawing it, rotating a COI's workgroup key, and
+ * crypto-shredding a volume. Records change first (audited, refused if the audit log cannot be
+ * written); strip headers follow online. Every step is safe to repeat after a failure part way.
+ */
+import { ErrorCode, fail, isStripvaultError } from './errors.ts';
+import type { Appliance } from './appliance.ts';
+import { Strip } from './strip/strip.ts';
+import type { Volume } from './volume/volume.ts';
+import { audited } from '../keymgr/audit.ts';
+import type { Actor, ShredReport, VirtualDiskInfo, VolumeKeyOps } from '../keymgr/key-manager-api.ts';
+
+export const shredEventKind = 'volume.shredded';
+
+export class VirtualDisks implements VolumeKeyOps {
+  readonly #appliance: Appliance;
+
+  constructor(appliance: Appliance) {
+    this.#appliance = appliance;
+  }
+
+  async presentVolume(request: { name: string; volume: string; coi: string }, actor: Actor): Promise<VirtualDiskInfo> {
+    const a = this.#appliance;
+    const record = await a.store.getVolume(request.volume);
+    const volume = await a.openVolume(record.id);
+    const wrapper = await a.keys.wrapperForCoi(request.coi);
+    try {
+      const info = await a.keys.presentVolume({ name: request.name, volumeId: record.id, coi: request.coi }, actor);
+      await volume.addWrapper(wrapper);
+      return info;
+    } finally {
+      wrapper.key.fill(0);
+    }
+  }
+
+  async withdrawVirtualDisk(name: string, actor: Actor): Promise<void> {
+    const a = this.#appliance;
+    const disk = (await a.keys.listVirtualDisks()).find((d) => d.name === name);
+    if (!disk) fail(ErrorCode.NotFound, `no virtual disk named "${name}"`);
+    const siblings = await a.keys.listVirtualDisks({ volumeId: disk.volumeId });
+    if (siblings.length <= 1) {
+      fail(ErrorCode.StoreConflict, `"${name}" is the last virtual disk of volume ${disk.volumeName}: remove or shred the volume instead`);
+    }
+    const volume = await a.openVolume(disk.volumeId);
+    await a.keys.withdrawVirtualDisk(name, actor);
+    // The COI's keys no longer open this volume (another of its COIs still does).
+    for (const id of await this.#coiKeyIds(disk.coi)) if (volume.wrapperIds().includes(id)) await volume.removeWrapper(Buffer.from(id, 'hex'));
+  }
+
+  /**
+   * New workgroup key for the COI; every volume it is presented to is re-wrapped under it and the
+   * old key is destroyed. A rotation interrupted part way is finished by the next call.
+   */
+  async rotateCoiKey(coi: string, actor: Actor): Promise<{ readonly oldKeyId: string; readonly newKeyId: string }> {
+    const a = this.#appliance;
+    const before = (await a.keys.listWorkgroupKeys({ coi })).filter((k) => k.state !== 'destroyed');
+    const active = before.find((k) => k.state === 'active');
+    // Retired keys left by an interrupted rotation: finish that one instead of starting another.
+    const unfinished = before.filter((k) => k.state === 'retired');
+    const rotation =
+      unfinished.length > 0 && active ? { oldKeyId: unfinished[0]!.id, newKeyId: active.id } : await a.keys.rotateWorkgroupKey(coi, actor);
+    const retired = (await a.keys.listWorkgroupKeys({ coi })).filter((k) => k.state === 'retired').map((k) => k.id);
+    const wrapper = await a.keys.wrapperForCoi(coi);
+    try {
+      for (const disk of await a.keys.listVirtualDisks({ coi })) {
+        const volume = await a.openVolume(disk.volumeId);
+        await volume.addWrapper(wrapper);
+        for (const id of retired) if (volume.wrapperIds().includes(id)) await volume.removeWrapper(Buffer.from(id, 'hex'));
+      }
+    } finally {
+      wrapper.key.fill(0);
+    }
+    for (const id of retired) await a.keys.destroyWorkgroupKey(id, actor);
+    return rotation;
+  }
+
+  async shredVolume(name: string, actor: Actor): Promise<ShredReport> {
+    const a = this.#appliance;
+    const record = await a.store.getVolume(name);
+    const entry = { actor: actor.name, action: 'volume.shred', subject: `volume:${record.name}`, detail: { volumeId: record.id } };
+    return audited(a.audit, entry, async () => {
+      const volume = await a.openVolume(record.id);
+      const inHeaders = new Set(volume.wrapperIds());
+      const disks = await a.keys.listVirtualDisks({ volumeId: record.id });
+      const destroyed: string[] = [];
+      for (const disk of disks) {
+        await a.keys.withdrawVirtualDisk(disk.name, actor);
+        // The COI keeps serving its other volumes under a fresh key; every key of it that could
+        // open this volume is destroyed once they are re-wrapped.
+        await a.keys.rotateWorkgroupKey(disk.coi, actor);
+        const wrapper = await a.keys.wrapperForCoi(disk.coi);
+        const old = (await a.keys.listWorkgroupKeys({ coi: disk.coi })).filter((k) => k.state === 'retired').map((k) => k.id);
+        try {
+          for (const other of await a.keys.listVirtualDisks({ coi: disk.coi })) {
+            const v = await a.openVolume(other.volumeId);
+            await v.addWrapper(wrapper);
+            for (const id of old) if (v.wrapperIds().includes(id)) await v.removeWrapper(Buffer.from(id, 'hex'));
+          }
+        } finally {
+          wrapper.key.fill(0);
+        }
+        for (const id of old) {
+          await a.keys.destroyWorkgroupKey(id, actor);
+          destroyed.push(id);
+        }
+      }
+      // Keys of COIs that no longer present the volume but still wrap an unreachable strip's header.
+      for (const id of inHeaders) {
+        const known = await this.#keyState(id);
+        if (known !== null && known !== 'destroyed' && known !== 'active') {
+          await a.keys.destroyWorkgroupKey(id, actor);
+          destroyed.push(id);
+        }
+      }
+      const wipe = await volume.wipeHeaders();
+      a.forgetVolume(record.id);
+      await a.keys.forgetDestroyedKeys();
+      await a.store.setVolumeState(record.id, 'offline');
+      await a.recordEvent(shredEventKind, record.id, { name: record.name, destroyedKeyIds: destroyed, wiped: wipe.wiped, unreachable: wipe.unreachable });
+      return { volumeName: record.name, destroyedKeyIds: destroyed };
+    });
+  }
+
+  async verifyShred(name: string): Promise<{ readonly clean: boolean; readonly findings: readonly string[] }> {
+    const a = this.#appliance;
+    const record = await a.store.getVolume(name);
+    const findings: string[] = [];
+    const shredded = (await a.store.listEvents({ subject: record.id, limit: 1000 })).find((e) => e.kind === shredEventKind);
+    if (!shredded) return { clean: false, findings: [`volume ${record.name} has not been shredded`] };
+    const keyIds = (shredded.detail['destroyedKeyIds'] as string[] | undefined) ?? [];
+    if (a.isVolumeOpen(record.id)) findings.push('the volume is open in this appliance (its keys are in memory)');
+    for (const d of await a.keys.listVirtualDisks({ volumeId: record.id })) findings.push(`virtual disk ${d.name} still presents the volume`);
+    for (const id of await a.keys.workgroupKeyMaterialPresent(keyIds)) findings.push(`workgroup key ${id} is still stored (wrapped) in the metadata store`);
+    const cached = new Set(a.keys.cachedKeyIds());
+    for (const id of keyIds) if (cached.has(id)) findings.push(`workgroup key ${id} is held unwrapped in memory`);
+    for (const s of record.strips) {
+      try {
+        const device = await a.deviceById(s.deviceId);
+        if (!(await Strip.headersWiped({ device, base: s.offsetBytes }))) findings.push(`strip ${s.index}: its header copies still hold wrapped keys`);
+      } catch (e) {
+        if (!isStripvaultError(e)) throw e;
+        findings.push(`strip ${s.index}: unreachable (${e.code}), its header cannot be checked — it opens only with destroyed keys`);
+      }
+    }
+    return { clean: findings.length === 0, findings };
+  }
+
+  async #coiKeyIds(coi: string): Promise<string[]> {
+    return (await this.#appliance.keys.listWorkgroupKeys({ coi })).filter((k) => k.state !== 'destroyed').map((k) => k.id);
+  }
+
+  async #keyState(id: string): Promise<string | null> {
+    const all = await this.#appliance.keys.listWorkgroupKeys();
+    return all.find((k) => k.id === id)?.state ?? null;
+  }
+}
+
+export type { Volume };
