@@ -63,6 +63,8 @@ export interface ServeOptions {
   readonly tlsHosts?: readonly string[];
   /** Called with the running appliance once serving (tests drive it in-process). */
   readonly onAppliance?: (appliance: Appliance) => void;
+  /** Called with the admin API's URL once it listens (useful with --api-listen 127.0.0.1:0). */
+  readonly onApi?: (url: string) => void;
 }
 
 export function parseApiAddress(text: string): { host: string; port: number } {
@@ -235,6 +237,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   log.log('info', 'serving', { nbd: where, api: api?.url ?? null, dataDir: appliance.dataDir, scrubEveryMs, scrubRateBytesPerSec: scrubRate });
   opts.onListening?.(server.address);
   opts.onAppliance?.(appliance);
+  if (api) opts.onApi?.(api.url);
 
   const stop =
     opts.stop ??
