@@ -14,6 +14,7 @@ import { NotEnoughSharesError, sessionKeyBytes, type ShareRejection } from '../s
 import { KeySlotState, addWrapper, newHeader, removeWrapper, type SessionKeySlot, type StripHeader, type Wrapper } from '../strip/header.ts';
 import { dataOffset, keySlotsPerSection, sectionCountFor, sectionOfSlot, sectionsMax, slotBytesFor, stripBytesFor } from '../strip/layout.ts';
 import { StatusCode } from '../strip/status-log.ts';
+import { decodeSlot } from '../strip/slot.ts';
 import { Strip, type StripLocation } from '../strip/strip.ts';
 import { GenerationLedger, type GenerationRange } from './generation-ledger.ts';
 import { RangeLock } from './range-lock.ts';
@@ -52,11 +53,13 @@ export const zeroPieceBlocks = 2048;
 export const requestBytesMax = 64 * 1024 * 1024;
 
 export type StripState = 'healthy' | 'stale' | 'missing' | 'failed';
-export type VolumeState = 'healthy' | 'degraded' | 'failed' | 'closed';
+/** As health() reports it: a stale strip being caught up by a running pass (scrub, rebuild, re-key) is rebuilding. */
+export type StripHealthState = StripState | 'rebuilding';
+export type VolumeState = 'healthy' | 'degraded' | 'rebuilding' | 'failed' | 'closed';
 
 export interface StripHealth {
   readonly index: number;
-  readonly state: StripState;
+  readonly state: StripHealthState;
   readonly reason?: string;
 }
 
@@ -244,6 +247,8 @@ export class Volume {
   private readonly cache: BlockCache;
   /** One retirement (strip flush + OWL superblock) at a time; later callers share the next. */
   private retiring: Promise<void> | null = null;
+  /** Scrub, rebuild or re-key passes running: stale strips being caught up show as rebuilding. */
+  private passes = 0;
 
   private constructor(
     first: Strip,
@@ -479,10 +484,20 @@ export class Volume {
   }
 
   health(): VolumeHealth {
-    const strips = this.members.map((m) => ({ index: m.index, state: m.state, ...(m.reason ? { reason: m.reason } : {}) }));
+    const shown = (m: Member): StripHealthState => (m.state === 'stale' && this.passes > 0 ? 'rebuilding' : m.state);
+    const strips = this.members.map((m) => ({ index: m.index, state: shown(m), ...(m.reason ? { reason: m.reason } : {}) }));
     const usable = this.members.filter((m) => m.state === 'healthy' || m.state === 'stale').length;
     const healthy = this.members.filter((m) => m.state === 'healthy').length;
-    const state: VolumeState = this.closed ? 'closed' : usable < this.m ? 'failed' : healthy === this.n && this.repairs.size === 0 && !this.repairOverflow ? 'healthy' : 'degraded';
+    const rebuilding = strips.some((st) => st.state === 'rebuilding');
+    const state: VolumeState = this.closed
+      ? 'closed'
+      : usable < this.m
+        ? 'failed'
+        : healthy === this.n && this.repairs.size === 0 && !this.repairOverflow
+          ? 'healthy'
+          : rebuilding
+            ? 'rebuilding'
+            : 'degraded';
     return { state, strips, repair: [...this.repairs.values()], repairOverflow: this.repairOverflow };
   }
 
@@ -494,6 +509,45 @@ export class Volume {
    */
   async scrub(opts: ScrubOptions = {}): Promise<ScrubReport> {
     this.checkOpen();
+    return this.pass(opts, false);
+  }
+
+  /**
+   * Session key rotation, online: every key section of every strip in service gets a fresh active
+   * session key (the old one turns "retiring": it still opens what it sealed, and seals nothing
+   * new); a pass like a scrub re-seals every block that still has a share under a retiring key;
+   * then the retiring keys are erased from the headers. Interrupted (crash, close, abort), it is
+   * resumed by calling it again: blocks already re-sealed are skipped.
+   */
+  async rekey(opts: ScrubOptions = {}): Promise<ScrubReport & { readonly finished: boolean }> {
+    this.checkOpen();
+    if (!this.rekeyInProgress()) await this.rewriteHeaders((body) => startRekey(body));
+    const report = await this.pass(opts, true);
+    const finished = report.nextBlock === report.blocksTotal && report.blocksLost === 0 && (opts.fromBlock ?? 0) === 0;
+    if (finished) {
+      // Outstanding OWL records may hold shares sealed under a retiring key; retire them first, so a
+      // replay never needs a key that is gone.
+      await this.retireOwl();
+      await this.rewriteHeaders((body) => finishRekey(body));
+    }
+    return { ...report, finished };
+  }
+
+  /** A rotation was started and not finished (some strip's header still holds a retiring key). */
+  rekeyInProgress(): boolean {
+    return this.available().some((m) => m.strip!.header.body.sections.some((slots) => slots.some((k) => k.state === KeySlotState.Retiring)));
+  }
+
+  private async pass(opts: ScrubOptions, rekeying: boolean): Promise<ScrubReport> {
+    this.passes++;
+    try {
+      return await this.passChunks(opts, rekeying);
+    } finally {
+      this.passes--;
+    }
+  }
+
+  private async passChunks(opts: ScrubOptions, rekeying: boolean): Promise<ScrubReport> {
     const total = this.sizeBytes / this.blockBytes;
     const from = opts.fromBlock ?? 0;
     if (!Number.isSafeInteger(from) || from < 0 || from > total) fail(ErrorCode.OutOfRange, `scrub start ${from} outside [0, ${total}]`);
@@ -511,7 +565,7 @@ export class Volume {
       const release = await this.lock.acquire(at, at + count - 1, 'exclusive');
       try {
         this.checkNotClosed();
-        const r = await this.scrubChunk(at, count);
+        const r = await this.scrubChunk(at, count, rekeying);
         repaired += r.repaired;
         lostCount += r.lost.length;
         for (const a of r.lost) if (lost.length < repairListMax) lost.push(a);
@@ -547,10 +601,11 @@ export class Volume {
     return { ...progress(), nextBlock: at, lost, caughtUp };
   }
 
-  private async scrubChunk(first: number, count: number): Promise<{ repaired: number; lost: number[] }> {
+  private async scrubChunk(first: number, count: number, rekeying = false): Promise<{ repaired: number; lost: number[] }> {
     const slotData = new Map<number, Buffer>();
     await this.readAll(this.available(), first, count, slotData);
     if (slotData.size < this.m) this.unavailable('scrub');
+    const retiring = rekeying ? this.sharesUnderRetiringKeys(first, count, slotData) : new Set<number>();
     const stale = this.members.filter((m) => m.state === 'stale').map((m) => m.index);
     const result = await this.runnerFor(count).open({
       ...this.batchGeometry(first, count),
@@ -571,7 +626,13 @@ export class Volume {
         continue;
       }
       toRewrite.push(o.i);
+      retiring.delete(o.i);
       for (const r of o.rejected) this.repairs.delete(`${r.stripIndex}:${address}`);
+    }
+    if (retiring.size > 0) {
+      const failed = new Set(lost.map((a) => a - first));
+      for (const i of retiring) if (!failed.has(i)) toRewrite.push(i);
+      toRewrite.sort((a, b) => a - b);
     }
     // Rewrite each bad block at a new generation, so every reachable strip then holds the same current
     // share whatever was wrong with the old ones; consecutive blocks go out as one run (a rebuild
@@ -585,6 +646,23 @@ export class Volume {
       k = end;
     }
     return { repaired: toRewrite.length, lost };
+  }
+
+  /** Blocks (offsets in the chunk) with a share sealed under a key its strip's header calls retiring. */
+  private sharesUnderRetiringKeys(first: number, count: number, slotData: ReadonlyMap<number, Buffer>): Set<number> {
+    const out = new Set<number>();
+    for (const [index, data] of slotData) {
+      const sections = this.members[index]!.strip!.header.body.sections;
+      for (let i = 0; i < count; i++) {
+        if (out.has(i)) continue;
+        const share = decodeSlot(index, data.subarray(i * this.slotBytes, (i + 1) * this.slotBytes));
+        // Generation 0: never written, nothing sealed.
+        if (share.generation === 0) continue;
+        const slot = sections[sectionOfSlot(first + i, this.slotBytes)]?.[share.keySlot];
+        if (slot?.state === KeySlotState.Retiring) out.add(i);
+      }
+    }
+    return out;
   }
 
   /**
@@ -1273,6 +1351,29 @@ function checkTimeout(ms: number | undefined): number {
   if (ms === undefined) return stripIoTimeoutMsDefault;
   if (!Number.isSafeInteger(ms) || ms < 1 || ms > stripIoTimeoutMsMax) fail(ErrorCode.InvalidArgument, `ioTimeoutMs must be in [1, ${stripIoTimeoutMsMax}]`);
   return ms;
+}
+
+/** Per section: a fresh active session key in a free slot; the old active one turns retiring. */
+function startRekey(body: Strip['header']['body']): void {
+  for (const slots of body.sections) {
+    if (slots.some((k) => k.state === KeySlotState.Retiring)) continue;
+    const active = slots.findIndex((k) => k.state === KeySlotState.Active);
+    const free = slots.findIndex((k) => k.state === KeySlotState.Empty);
+    if (active < 0 || free < 0) fail(ErrorCode.StripInconsistent, 'no active or free session key slot to rotate into');
+    slots[free] = { state: KeySlotState.Active, serial: slots[active]!.serial + 1, key: randomBytes(sessionKeyBytes) };
+    slots[active]!.state = KeySlotState.Retiring;
+  }
+}
+
+/** Erases every retiring key: nothing is sealed under them any more. */
+function finishRekey(body: Strip['header']['body']): void {
+  for (const slots of body.sections) {
+    for (let k = 0; k < slots.length; k++) {
+      if (slots[k]!.state !== KeySlotState.Retiring) continue;
+      slots[k]!.key.fill(0);
+      slots[k] = { state: KeySlotState.Empty, serial: 0, key: Buffer.alloc(sessionKeyBytes) };
+    }
+  }
 }
 
 /** One section's key slots for a new strip: a fresh active session key, the rest spare. */
