@@ -13,13 +13,13 @@ import { openDevice } from './device/open-device.ts';
 import { ErrorCode, StripvaultError, fail } from './errors.ts';
 import type { Logger } from './log.ts';
 import { SplitPool, type SplitRunner } from './split/split-pool.ts';
-import { AuditLog } from '../keymgr/audit.ts';
+import { AuditLog, audited } from '../keymgr/audit.ts';
 import type { Directory } from '../keymgr/directory.ts';
 import type { Actor } from '../keymgr/key-manager-api.ts';
 import { KeyManager } from '../keymgr/key-manager.ts';
 import { openStore, type DeviceRecord, type Store, type StoreConfig, type VolumeRecord } from './store/store.ts';
 import { Owl, owlRingBytesFor } from './volume/owl.ts';
-import { Volume, stripBytesForVolume, uuidToBytes, validateVolumeShape, type OwlRecoveryReport, type StripState } from './volume/volume.ts';
+import { Volume, stripBytesForVolume, uuidToBytes, validateVolumeShape, type OwlRecoveryReport, type ScrubOptions, type StripState } from './volume/volume.ts';
 import { slotBytesFor } from './strip/layout.ts';
 
 export const storeDirName = 'store';
@@ -254,6 +254,27 @@ export class Appliance {
     await this.store.removeVolume(record.id);
     await rm(this.owlPath(record.id), { force: true });
     await this.event('volume.removed', record.id, { name: record.name });
+  }
+
+  /**
+   * Rotates a volume's session keys online (Volume.rekey), audited before it starts, with events
+   * at start and end. Called again after an interruption, it resumes.
+   */
+  async rekeyVolume(nameOrId: string, opts: ScrubOptions, actor: Actor = systemActor): Promise<Awaited<ReturnType<Volume['rekey']>>> {
+    const record = await this.store.getVolume(nameOrId);
+    const entry = { actor: actor.name, action: 'key.session.rotate', subject: `volume:${record.name}`, detail: { volumeId: record.id } };
+    return audited(this.audit, entry, async () => {
+      const volume = await this.openVolume(record.id);
+      await this.event('volume.rekey_started', record.id, { name: record.name, resumed: volume.rekeyInProgress() });
+      const report = await volume.rekey(opts);
+      await this.event(report.finished ? 'volume.rekey_finished' : 'volume.rekey_paused', record.id, {
+        name: record.name,
+        blocksDone: report.blocksDone,
+        blocksResealed: report.blocksRepaired,
+        blocksLost: report.blocksLost,
+      });
+      return report;
+    });
   }
 
   /** Closes a volume if it is open (flushes; its keys are wiped from memory). */

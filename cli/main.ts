@@ -32,6 +32,7 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
   volume scrub NAME [--rate SIZE]        verify every share, repair bad ones (SIZE per second, e.g. 50M)
   volume rebuild NAME --strip I --device D [--rate SIZE]
                                          replace a missing/failed strip with one on device D and fill it
+  volume rekey NAME [--rate SIZE]        rotate the session keys online: re-seal every block, erase the old keys
   volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
   volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
   serve [--nbd HOST:PORT|unix:PATH] [--api-listen HOST:PORT|off] [--scrub-every 7d|off] [--scrub-rate 50M]
@@ -272,6 +273,20 @@ async function run(argv: string[], io: CliIo): Promise<number> {
                 (report.caughtUp.length ? `; strips ${report.caughtUp.join(', ')} caught up` : ''),
         );
         return report.blocksLost > 0 ? 1 : 0;
+      }
+      case 'volume rekey': {
+        const name = need(rest[0], 'volume NAME');
+        const rate = values.rate ? parseSize(values.rate, '--rate') : 0;
+        const report = await appliance.rekeyVolume(name, {
+          rateBytesPerSec: rate,
+          onProgress: (p) => io.stderr.write(`rekey ${name}: ${p.blocksDone}/${p.blocksTotal} blocks, ${p.blocksRepaired} re-sealed\n`),
+        }, { name: 'cli:local' });
+        out(
+          values.json
+            ? JSON.stringify(report)
+            : `volume ${name} ${report.finished ? 're-keyed' : 'partly re-keyed (run again to resume)'}: ${report.blocksRepaired} blocks re-sealed, ${report.blocksLost} lost`,
+        );
+        return report.finished ? 0 : 1;
       }
       case 'volume remove': {
         await appliance.removeVolume(need(rest[0], 'volume NAME'));
