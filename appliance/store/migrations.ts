@@ -186,6 +186,16 @@ export const migrations: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 4,
+    name: 'scrub cursor per volume',
+    statements: [
+      // Where the scheduled scrub stopped (0: not under way) and when it last finished a pass, so a
+      // restart resumes instead of starting over (and a weekly scrub is not postponed by restarts).
+      `ALTER TABLE volumes ADD COLUMN scrub_next_block bigint NOT NULL DEFAULT 0 ${safe('scrub_next_block')}`,
+      `ALTER TABLE volumes ADD COLUMN scrub_completed_at timestamptz`,
+    ],
+  },
 ];
 
 export const schemaVersionLatest = migrations.length;

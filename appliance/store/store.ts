@@ -97,6 +97,10 @@ export class Store {
     return volumes.setVolumeState(this.#sql, id, state);
   }
 
+  setScrubCursor(volumeId: string, nextBlock: number, completedAt?: Date): Promise<void> {
+    return volumes.setScrubCursor(this.#sql, volumeId, nextBlock, completedAt);
+  }
+
   setStripState(volumeId: string, index: number, state: volumes.StripState): Promise<void> {
     return volumes.setStripState(this.#sql, volumeId, index, state);
   }

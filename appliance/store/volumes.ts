@@ -34,6 +34,10 @@ export interface VolumeRecord {
   readonly epoch: number;
   readonly generationReserved: number;
   readonly createdAt: Date;
+  /** Where the scheduled scrub resumes (0: no pass under way). */
+  readonly scrubNextBlock: number;
+  /** When the last whole scrub pass finished (null: never). */
+  readonly scrubCompletedAt: Date | null;
   /** Ordered by index, exactly n of them. */
   readonly strips: readonly StripRecord[];
 }
@@ -89,6 +93,7 @@ function checkStrips(value: unknown, n: number): NewStrip[] {
 }
 
 const volumeColumns = `v.id, v.name, v.m, v.n, v.size_bytes, v.block_size, v.state, v.epoch, v.generation_reserved, v.created_at,
+  v.scrub_next_block, v.scrub_completed_at,
   s.strip_index, s.device_id, s.offset_bytes, s.length_bytes, s.state AS strip_state`;
 
 /** One row per strip, volumes grouped in row order; one statement so volume and strips agree. */
@@ -109,6 +114,8 @@ function volumesFromRows(rows: readonly Row[]): VolumeRecord[] {
         epoch: rowInteger(row, 'epoch'),
         generationReserved: rowInteger(row, 'generation_reserved'),
         createdAt: rowDate(row, 'created_at'),
+        scrubNextBlock: rowInteger(row, 'scrub_next_block'),
+        scrubCompletedAt: row['scrub_completed_at'] === null ? null : rowDate(row, 'scrub_completed_at'),
         strips: [],
       };
       volumes.push(current);
@@ -231,6 +238,17 @@ function notFound(volumeId: string): never {
 export async function removeVolume(sql: Sql, id: string): Promise<void> {
   const volumeId = checkUuid(id, 'volume.id');
   const rows = await sql.query<Row>('DELETE FROM volumes WHERE id = $1 RETURNING id', [volumeId]);
+  if (rows.length === 0) notFound(volumeId);
+}
+
+/** Records scrub progress: where to resume, and (at the end of a whole pass) when it finished. */
+export async function setScrubCursor(sql: Sql, id: string, nextBlock: number, completedAt?: Date): Promise<void> {
+  const volumeId = checkUuid(id, 'volume.id');
+  const next = checkInteger(nextBlock, 'volume.scrubNextBlock', 0, Number.MAX_SAFE_INTEGER);
+  const rows =
+    completedAt === undefined
+      ? await sql.query<Row>('UPDATE volumes SET scrub_next_block = $2 WHERE id = $1 RETURNING id', [volumeId, next])
+      : await sql.query<Row>('UPDATE volumes SET scrub_next_block = $2, scrub_completed_at = $3 WHERE id = $1 RETURNING id', [volumeId, next, completedAt]);
   if (rows.length === 0) notFound(volumeId);
 }
 

@@ -48,6 +48,40 @@ test('the scheduled scrub finds and repairs a damaged share, records events, and
   });
 });
 
+test('a scrub stopped part way saves where it was; the next start resumes there and records the finished pass', async (t) => {
+  await withTempDir(async (dir) => {
+    const appliance = await devAppliance(join(dir, 'data'));
+    try {
+      for (let i = 0; i < 3; i++) await appliance.addDevice({ name: `d${i}`, path: join(dir, `d${i}.img`), createBytes: 16 * MiB });
+      const record = await appliance.createVolume({ name: 'v', m: 2, sizeBytes: 8 * MiB, blockBytes: 4096, devices: ['d0', 'd1', 'd2'], coi: 'default', regionsZeroed: true });
+      // A clock that says the volume is overdue; 1 MiB/s makes the 8 MiB pass take seconds, so stop lands mid-way.
+      let clock = Date.now() + 2000;
+      const slow = startScrubSchedule(appliance, { everyMs: 1000, rateBytesPerSec: MiB, now: () => clock });
+      const deadline = Date.now() + 30_000;
+      const started = async () => (await appliance.store.listEvents({ subject: record.id, limit: 50 })).some((e) => e.kind === 'scrub.started');
+      while (!(await started()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 1500));
+      await slow.stop();
+      const paused = await appliance.store.getVolume('v');
+      t.true(paused.scrubNextBlock > 0 && paused.scrubNextBlock < 2048, `saved cursor ${paused.scrubNextBlock}`);
+      t.is(paused.scrubCompletedAt, null);
+
+      clock += 10_000;
+      const fast = startScrubSchedule(appliance, { everyMs: 1000, rateBytesPerSec: 0, now: () => clock });
+      while (fast.passes < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await fast.stop();
+      const events = await appliance.store.listEvents({ subject: record.id, limit: 50 });
+      const resumed = events.find((e) => e.kind === 'scrub.resumed');
+      t.is(resumed?.detail['fromBlock'], paused.scrubNextBlock);
+      const done = await appliance.store.getVolume('v');
+      t.is(done.scrubNextBlock, 0);
+      t.truthy(done.scrubCompletedAt);
+    } finally {
+      await appliance.close();
+    }
+  });
+});
+
 test('durations: the forms people type, and clear errors', (t) => {
   t.is(parseDuration('30s'), 30_000);
   t.is(parseDuration('15m'), 900_000);

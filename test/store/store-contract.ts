@@ -241,6 +241,15 @@ export function registerStoreContract(test: TestFn, label: string, openFreshSql:
       volume,
     );
 
+    t.is(volume.scrubNextBlock, 0);
+    t.is(volume.scrubCompletedAt, null);
+    await store().setScrubCursor(volume.id, 1234);
+    t.is((await store().getVolume(volume.id)).scrubNextBlock, 1234);
+    const finishedAt = new Date('2026-01-02T03:04:05.000Z');
+    await store().setScrubCursor(volume.id, 0, finishedAt);
+    t.like(await store().getVolume(volume.id), { scrubNextBlock: 0, scrubCompletedAt: finishedAt });
+    await t.throwsAsync(store().setScrubCursor(volume.id, -1), { code: ErrorCode.InvalidArgument } as never);
+
     await store().setVolumeState(volume.id, 'degraded');
     await store().setStripState(volume.id, 1, 'stale');
     const changed = await store().getVolume(volume.id);
