@@ -248,9 +248,10 @@ export class Appliance {
 
   async removeVolume(nameOrId: string, actor: Actor = systemActor): Promise<void> {
     const record = await this.store.getVolume(nameOrId);
-    await this.closeVolume(record.id);
-    // Its virtual disks go first (audited): no client may be left holding a name for it.
+    // Its virtual disks go first (audited): no client may be left holding a name for it, and once
+    // none presents it, it cannot be opened again while it closes.
     for (const d of await this.keys.listVirtualDisks({ volumeId: record.id })) await this.keys.withdrawVirtualDisk(d.name, actor);
+    await this.closeVolume(record.id);
     await this.store.removeVolume(record.id);
     await rm(this.owlPath(record.id), { force: true });
     await this.event('volume.removed', record.id, { name: record.name });
@@ -281,8 +282,13 @@ export class Appliance {
   async closeVolume(volumeId: string): Promise<void> {
     const open = this.volumes.get(volumeId);
     if (!open) return;
-    this.volumes.delete(volumeId);
-    await (await open.catch(() => null))?.close();
+    // Stays in the map while it closes: requests meanwhile get the closing volume (SV_VOLUME_CLOSED)
+    // rather than a second, concurrent instance on the same strips and journal.
+    try {
+      await (await open.catch(() => null))?.close();
+    } finally {
+      if (this.volumes.get(volumeId) === open) this.volumes.delete(volumeId);
+    }
   }
 
   /** Drops a volume that closed itself (a crypto-shred) from the open set. */
@@ -297,8 +303,13 @@ export class Appliance {
 
   /** Seals the appliance: every open volume is flushed and closed (keys wiped), then the master key is forgotten. */
   async seal(actor: Actor): Promise<void> {
-    for (const id of [...this.volumes.keys()]) await this.closeVolume(id);
-    await this.keys.seal(actor);
+    // Keys first: from this moment no volume can be (re)opened; then every open one is closed and
+    // its copies of keys zeroed. Closing flushes, which needs no key.
+    try {
+      await this.keys.seal(actor);
+    } finally {
+      for (const id of [...this.volumes.keys()]) await this.closeVolume(id).catch(() => undefined);
+    }
   }
 
   async close(): Promise<void> {

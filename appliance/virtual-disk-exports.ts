@@ -19,6 +19,9 @@ import type { VirtualDiskInfo } from '../keymgr/key-manager-api.ts';
 export const defaultExportName = 'default';
 
 export function memberOfPeer(peer: NbdPeer): DirectoryMember | null {
+  // `loopback` names local processes without a certificate; a certificate carrying that name
+  // (from anywhere) is nobody, not them.
+  if (peer.clientName === loopbackClientName) return null;
   if (peer.clientName !== undefined) return { kind: 'client', name: peer.clientName };
   if (peer.loopback) return { kind: 'client', name: loopbackClientName };
   return null;

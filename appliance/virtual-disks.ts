@@ -7,6 +7,7 @@
 import { ErrorCode, fail, isStripvaultError } from './errors.ts';
 import type { Appliance } from './appliance.ts';
 import { Strip } from './strip/strip.ts';
+import type { StripLocation } from './strip/strip.ts';
 import type { Volume } from './volume/volume.ts';
 import { audited } from '../keymgr/audit.ts';
 import type { Actor, ShredReport, VirtualDiskInfo, VolumeKeyOps } from '../keymgr/key-manager-api.ts';
@@ -54,25 +55,37 @@ export class VirtualDisks implements VolumeKeyOps {
    */
   async rotateCoiKey(coi: string, actor: Actor): Promise<{ readonly oldKeyId: string; readonly newKeyId: string }> {
     const a = this.#appliance;
-    const before = (await a.keys.listWorkgroupKeys({ coi })).filter((k) => k.state !== 'destroyed');
-    const active = before.find((k) => k.state === 'active');
+    const live = (await a.keys.listWorkgroupKeys({ coi })).filter((k) => k.state !== 'destroyed');
+    const active = live.find((k) => k.state === 'active');
     // Retired keys left by an interrupted rotation: finish that one instead of starting another.
-    const unfinished = before.filter((k) => k.state === 'retired');
+    const unfinished = live.filter((k) => k.state === 'retired');
     const rotation =
       unfinished.length > 0 && active ? { oldKeyId: unfinished[0]!.id, newKeyId: active.id } : await a.keys.rotateWorkgroupKey(coi, actor);
+    await this.#finishRotation(coi, actor);
+    return rotation;
+  }
+
+  /**
+   * Re-wraps every volume the COI presents under its active key, then destroys its retired keys.
+   * Nothing is destroyed until every presented volume is re-wrapped: a volume that cannot be opened
+   * stops it (with an error), and calling again finishes it.
+   */
+  async #finishRotation(coi: string, actor: Actor, force = false): Promise<string[]> {
+    const a = this.#appliance;
     const retired = (await a.keys.listWorkgroupKeys({ coi })).filter((k) => k.state === 'retired').map((k) => k.id);
+    if (retired.length === 0) return [];
     const wrapper = await a.keys.wrapperForCoi(coi);
     try {
       for (const disk of await a.keys.listVirtualDisks({ coi })) {
         const volume = await a.openVolume(disk.volumeId);
         await volume.addWrapper(wrapper);
-        for (const id of retired) if (volume.wrapperIds().includes(id)) await volume.removeWrapper(Buffer.from(id, 'hex'));
+        for (const id of retired) if (volume.wrapperIds().includes(id)) await volume.removeWrapper(Buffer.from(id, 'hex'), { force });
       }
     } finally {
       wrapper.key.fill(0);
     }
     for (const id of retired) await a.keys.destroyWorkgroupKey(id, actor);
-    return rotation;
+    return retired;
   }
 
   async shredVolume(name: string, actor: Actor): Promise<ShredReport> {
@@ -80,41 +93,50 @@ export class VirtualDisks implements VolumeKeyOps {
     const record = await a.store.getVolume(name);
     const entry = { actor: actor.name, action: 'volume.shred', subject: `volume:${record.name}`, detail: { volumeId: record.id } };
     return audited(a.audit, entry, async () => {
-      const volume = await a.openVolume(record.id);
-      const inHeaders = new Set(volume.wrapperIds());
-      const disks = await a.keys.listVirtualDisks({ volumeId: record.id });
-      const destroyed: string[] = [];
-      for (const disk of disks) {
-        await a.keys.withdrawVirtualDisk(disk.name, actor);
-        // The COI keeps serving its other volumes under a fresh key; every key of it that could
-        // open this volume is destroyed once they are re-wrapped.
-        await a.keys.rotateWorkgroupKey(disk.coi, actor);
-        const wrapper = await a.keys.wrapperForCoi(disk.coi);
-        const old = (await a.keys.listWorkgroupKeys({ coi: disk.coi })).filter((k) => k.state === 'retired').map((k) => k.id);
+      // Read from the strips themselves (the wrap ids are plaintext), so a shred needs no key and
+      // still works on a volume that no longer opens — e.g. a re-run after an interrupted shred.
+      const locations: Array<{ index: number; loc: StripLocation | null }> = [];
+      for (const s of record.strips) {
         try {
-          for (const other of await a.keys.listVirtualDisks({ coi: disk.coi })) {
-            const v = await a.openVolume(other.volumeId);
-            await v.addWrapper(wrapper);
-            for (const id of old) if (v.wrapperIds().includes(id)) await v.removeWrapper(Buffer.from(id, 'hex'));
-          }
-        } finally {
-          wrapper.key.fill(0);
-        }
-        for (const id of old) {
-          await a.keys.destroyWorkgroupKey(id, actor);
-          destroyed.push(id);
+          locations.push({ index: s.index, loc: { device: await a.deviceById(s.deviceId), base: s.offsetBytes } });
+        } catch (e) {
+          if (!isStripvaultError(e)) throw e;
+          locations.push({ index: s.index, loc: null });
         }
       }
-      // Keys of COIs that no longer present the volume but still wrap an unreachable strip's header.
+      const inHeaders = new Set<string>();
+      for (const { loc } of locations) if (loc) for (const id of await Strip.wrapperIdsAt(loc).catch(() => [])) inHeaders.add(id);
+      const disks = await a.keys.listVirtualDisks({ volumeId: record.id });
+      // Every COI whose keys can open this volume: those presenting it, and those whose (live) keys
+      // are still in its headers — withdrawn earlier, or by an earlier, interrupted shred.
+      const byId = new Map((await a.keys.listWorkgroupKeys()).map((k) => [k.id, k] as const));
+      const cois = new Set(disks.map((d) => d.coi));
       for (const id of inHeaders) {
-        const known = await this.#keyState(id);
-        if (known !== null && known !== 'destroyed' && known !== 'active') {
-          await a.keys.destroyWorkgroupKey(id, actor);
-          destroyed.push(id);
+        const k = byId.get(id);
+        if (k !== undefined && k.state !== 'destroyed') cois.add(k.coi);
+      }
+      for (const disk of disks) await a.keys.withdrawVirtualDisk(disk.name, actor);
+      const destroyed: string[] = [];
+      for (const coi of cois) {
+        // The COI keeps serving its other volumes under a fresh key; every key of it that could
+        // open this volume is destroyed once those are re-wrapped.
+        const active = (await a.keys.listWorkgroupKeys({ coi })).find((k) => k.state === 'active');
+        if (active !== undefined && inHeaders.has(active.id)) await a.keys.rotateWorkgroupKey(coi, actor);
+        // force: a sibling's strip that is out of service right now will need a rebuild; the shred
+        // does not wait for it.
+        destroyed.push(...(await this.#finishRotation(coi, actor, true)));
+      }
+      await a.closeVolume(record.id);
+      const wipe = { wiped: [] as number[], unreachable: [] as number[] };
+      for (const { index, loc } of locations) {
+        try {
+          if (!loc) throw new Error('device unavailable');
+          await Strip.wipeHeadersAt(loc);
+          wipe.wiped.push(index);
+        } catch {
+          wipe.unreachable.push(index);
         }
       }
-      const wipe = await volume.wipeHeaders();
-      a.forgetVolume(record.id);
       await a.keys.forgetDestroyedKeys();
       await a.store.setVolumeState(record.id, 'offline');
       await a.recordEvent(shredEventKind, record.id, { name: record.name, destroyedKeyIds: destroyed, wiped: wipe.wiped, unreachable: wipe.unreachable });
@@ -150,10 +172,6 @@ export class VirtualDisks implements VolumeKeyOps {
     return (await this.#appliance.keys.listWorkgroupKeys({ coi })).filter((k) => k.state !== 'destroyed').map((k) => k.id);
   }
 
-  async #keyState(id: string): Promise<string | null> {
-    const all = await this.#appliance.keys.listWorkgroupKeys();
-    return all.find((k) => k.id === id)?.state ?? null;
-  }
 }
 
 export type { Volume };

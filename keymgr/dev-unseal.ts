@@ -36,6 +36,11 @@ export async function devUnseal(keys: KeyManagerApi, dataDir: string, warn: (mes
   let status = await keys.status();
   if (!status.initialized) {
     if (!opts.initialize) return 'not-initialized';
+    // A share file without a key set in the store: the store was replaced or lost. Initializing
+    // now would orphan one of the two; an administrator decides which to keep.
+    if (await stat(path).then(() => true, () => false)) {
+      fail(ErrorCode.KeySetInvalid, `${path} exists but the metadata store has no key set: restore the store, or remove the share file to start afresh`);
+    }
     const { shares } = await keys.init({ officers: [devOfficerName], threshold: 1 }, devActor);
     // 'wx': a share file is never replaced (it would orphan the key set it belongs to).
     const fh = await open(path, 'wx', 0o600);

@@ -2,6 +2,7 @@
  * The NBD listener: TCP or a Unix socket, a bounded number of sessions, and a
  * graceful close (stop accepting, let in-flight requests finish, then close).
  */
+import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { ErrorCode, fail } from '../errors.ts';
 import type { ExportRegistry } from './backend.ts';
@@ -13,6 +14,26 @@ import { NbdSession } from './session.ts';
 import { endGracefully } from './wire.ts';
 
 export type NbdAddress = { host: string; port: number } | { path: string };
+
+/** How long a probe of an existing socket file may take before it is judged dead. */
+export const staleSocketProbeMs = 1000;
+
+/**
+ * A Unix socket file left by a server that died (SIGKILL, power loss) refuses connections; it is
+ * removed so a restart can listen again. One that answers belongs to a live server and is kept:
+ * listening then fails with EADDRINUSE, as it should.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => null);
+  if (st === null || !st.isSocket()) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    const timer = setTimeout(() => (probe.destroy(), resolve(true)), staleSocketProbeMs);
+    probe.once('connect', () => (clearTimeout(timer), probe.destroy(), resolve(true)));
+    probe.once('error', (e: NodeJS.ErrnoException) => (clearTimeout(timer), resolve(e.code !== 'ECONNREFUSED' && e.code !== 'ENOENT')));
+  });
+  if (!alive) await unlink(path).catch(() => undefined);
+}
 
 export interface NbdServerOptions {
   listen: NbdAddress;
@@ -86,6 +107,7 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
     void session.closed.then(() => sessions.delete(session));
   });
 
+  if ('path' in listen) await removeStaleSocket(listen.path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     const done = (): void => {

@@ -11,6 +11,7 @@ import { nonceBytes, tagBytes } from '../split/share-binding.ts';
 import { sessionKeyBytes } from '../split/split.ts';
 import {
   formatVersion,
+  headerFixedBytes,
   headerBodyFixedBytes,
   headerBodyOffset,
   headerBytes,
@@ -207,6 +208,21 @@ export function encodeHeader(label: Buffer, header: StripHeader): Buffer {
  * Parses one header copy, opening it with whichever of `wrappers` has a wrap slot. Typed errors:
  * bad magic/version, truncation, no usable wrapper, or failed authentication.
  */
+/**
+ * The ids of the keys a header copy is wrapped under, read without any key (the wrap slots'
+ * ids are plaintext, like the patent's share label): what a crypto-shred must destroy. Empty for
+ * bytes that are not a header copy.
+ */
+export function headerWrapperIds(buf: Buffer): string[] {
+  if (buf.length < headerFixedBytes + wrapSlotsMax * wrapSlotBytes || !buf.subarray(0, 8).equals(headerMagic)) return [];
+  const ids: string[] = [];
+  for (let i = 0; i < wrapSlotsMax; i++) {
+    const id = buf.subarray(headerFixedBytes + i * wrapSlotBytes, headerFixedBytes + i * wrapSlotBytes + wrapperIdBytes);
+    if (id.some((b) => b !== 0)) ids.push(id.toString('hex'));
+  }
+  return ids;
+}
+
 export function decodeHeader(label: Buffer, buf: Buffer, wrappers: readonly Wrapper[]): StripHeader {
   if (buf.length < headerBodyOffset + tagBytes) fail(ErrorCode.StripTruncated, 'strip header truncated');
   if (!buf.subarray(0, 8).equals(headerMagic)) fail(ErrorCode.StripBadMagic, 'strip header: bad magic');

@@ -4,7 +4,7 @@
  */
 import type { StorageDevice } from '../device/device.ts';
 import { ErrorCode, StripvaultError, fail } from '../errors.ts';
-import { decodeHeader, encodeHeader, type StripHeader, type Wrapper } from './header.ts';
+import { decodeHeader, encodeHeader, headerWrapperIds, type StripHeader, type Wrapper } from './header.ts';
 import { decodeLabel, encodeLabel, type StripLabel } from './label.ts';
 import { headerBytes, headerCopies, headerOffset, labelBytes, statusLogBytes, statusLogOffset } from './layout.ts';
 import { decodeStatusLog, encodeStatusRecord, statusRecordOffset, type StatusCode, type StatusRecord } from './status-log.ts';
@@ -116,6 +116,20 @@ export class Strip {
     this.header.headerKey.fill(0);
     for (const section of this.header.body.sections) for (const slot of section) slot.key.fill(0);
     this.header.wraps = [];
+  }
+
+  /** wipeHeaders for a strip that is not (or cannot be) loaded: no key needed to destroy keys. */
+  static async wipeHeadersAt(loc: StripLocation): Promise<void> {
+    await loc.device.write(loc.base + headerOffset, Buffer.alloc(headerCopies * headerBytes));
+    await loc.device.flush();
+  }
+
+  /** Ids (hex) of the keys either header copy at `loc` is wrapped under; read without keys. */
+  static async wrapperIdsAt(loc: StripLocation): Promise<string[]> {
+    const bytes = await loc.device.read(loc.base + headerOffset, headerCopies * headerBytes);
+    const ids = new Set<string>();
+    for (let c = 0; c < headerCopies; c++) for (const id of headerWrapperIds(bytes.subarray(c * headerBytes, (c + 1) * headerBytes))) ids.add(id);
+    return [...ids].sort();
   }
 
   /** True when both header copies at `loc` are all zeros (what wipeHeaders leaves). */

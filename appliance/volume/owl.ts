@@ -120,7 +120,7 @@ export class Owl {
     this.outstanding = outstanding;
     const last = outstanding.at(-1);
     this.#nextSeq = (last?.seq ?? sb.retired) + 1;
-    this.#head = head;
+    this.#head = head % sb.ringBytes;
   }
 
   /** Creates an empty list (refuses to replace an existing file). */
@@ -155,10 +155,11 @@ export class Owl {
       if (!sb) fail(ErrorCode.OwlCorrupt, `${path}: no valid outstanding write list superblock`);
       if (!sb.volumeId.equals(volumeId)) fail(ErrorCode.OwlCorrupt, `${path} belongs to another volume`);
       const size = (await fh.stat()).size;
-      if (sb.ringBytes % owlRecordAlign !== 0 || sb.tail >= Math.max(sb.ringBytes, 1) || size < owlRingOffset + sb.ringBytes) {
+      // A tail exactly at the ring's end (written before heads wrapped there) means its start.
+      if (sb.ringBytes % owlRecordAlign !== 0 || sb.ringBytes < 1 || sb.tail > sb.ringBytes || size < owlRingOffset + sb.ringBytes) {
         fail(ErrorCode.OwlCorrupt, `${path}: superblock does not match the file`, { ringBytes: sb.ringBytes, tail: sb.tail, size });
       }
-      const { records, head } = await scanChain(fh, sb);
+      const { records, head } = await scanChain(fh, sb.tail === sb.ringBytes ? { ...sb, tail: 0 } : sb);
       return new Owl(path, fh, sb, records, head);
     } catch (e) {
       await fh.close();
@@ -205,7 +206,7 @@ export class Owl {
         pos = 0;
       }
       const entry: OwlEntry = { seq: this.#nextSeq++, pos, bytes, state: 'journaling' };
-      this.#head = pos + recordBytes;
+      this.#head = (pos + recordBytes) % this.ringBytes;
       this.#used += bytes;
       this.#live.push(entry);
       const header = encodeOwlRecordHeader({ ...a, seq: entry.seq, volumeId: this.volumeId, payloadBytes });
@@ -222,6 +223,22 @@ export class Owl {
   complete(entry: OwlEntry): void {
     assert(entry.state === 'journaled', 'OWL entry completed twice or before it was journaled');
     entry.state = 'completed';
+    this.#wakeRoomWaiters();
+  }
+
+  /**
+   * The write behind a journalled entry failed and its shares may be on some strips only. The entry
+   * stays for replay at the next open; until then nothing can retire past it, so the list refuses
+   * further appends (fail closed) instead of letting writes wait for room that never comes.
+   */
+  abandon(entry: OwlEntry, cause: unknown): void {
+    assert(entry.state === 'journaled', 'only a journaled entry is abandoned');
+    this.#broken ??= new StripvaultError(
+      ErrorCode.VolumeUnavailable,
+      `a journalled write (seq ${entry.seq}) failed; the volume must be reopened to replay it: ${(cause as Error)?.message ?? String(cause)}`,
+      { seq: entry.seq },
+      { cause },
+    );
     this.#wakeRoomWaiters();
   }
 
@@ -285,7 +302,8 @@ export class Owl {
       this.#check();
       const woken = new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
       // Entries still being written cannot be retired yet; their completion wakes us to try again.
-      if (this.#makeRoom && this.#live.some((e) => e.state === 'completed' || e.state === 'durable')) {
+      const oldest = this.#live[0]?.state;
+      if (this.#makeRoom && (oldest === 'completed' || oldest === 'durable')) {
         await this.#makeRoom();
       } else {
         await woken;

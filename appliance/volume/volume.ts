@@ -19,7 +19,7 @@ import { Strip, type StripLocation } from '../strip/strip.ts';
 import { GenerationLedger, type GenerationRange } from './generation-ledger.ts';
 import { RangeLock } from './range-lock.ts';
 import { crashPoint } from '../crash-point.ts';
-import { owlBlocksPerRecord, type Owl } from './owl.ts';
+import { owlBlocksPerRecord, type Owl, type OwlEntry } from './owl.ts';
 import { BlockCache, blockCacheBytesDefault, blockCacheBytesMax, type BlockCacheStats } from './block-cache.ts';
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
@@ -814,11 +814,12 @@ export class Volume {
       replayed++;
       crashPoint('owl.recovery-replayed');
     }
-    if (owl.outstanding.length > 0) {
-      await this.flushStrips();
-      await owl.retireOutstanding();
-      await this.hooks.onOwlRecovery?.({ replayed, ...(stoppedAt ? { stoppedAt } : {}) });
-    }
+    const found = owl.outstanding.length;
+    if (found > 0) await this.flushStrips();
+    // Always, even with nothing found: sequence numbers must move past whatever an unfinished
+    // group may have left in the ring, or a later chain could pick such a record up.
+    await owl.retireOutstanding();
+    if (found > 0) await this.hooks.onOwlRecovery?.({ replayed, ...(stoppedAt ? { stoppedAt } : {}) });
   }
 
   /** Null when replayed, else why the record cannot be trusted. */
@@ -830,10 +831,25 @@ export class Volume {
     const payload = await owl.readPayload(rec);
     const span = rec.count * rec.slotBytes;
     const shares = new Map(rec.targets.map((t, p) => [t, payload.subarray(p * span, (p + 1) * span)] as const));
-    const check = openBatch({ ...this.batchGeometry(rec.first, rec.count), slots: [...shares], complete: false, verifyAll: true });
-    const bad = check.outcomes.find((o) => o.failed !== undefined || o.rejected.length > 0);
-    if (bad) return `block ${rec.first + bad.i}: ${bad.failed?.message ?? bad.rejected.map((r) => `strip ${r.stripIndex} ${r.reason}`).join(', ')}`;
-    const targets = this.available().filter((mem) => shares.has(mem.index));
+    // Only strips in service can judge their shares. A missing strip gets nothing (and is marked
+    // stale); a stale one whose keys reject its share (replaced: new keys) is skipped likewise. A
+    // healthy strip rejecting its share, or a block that does not open, means the record is damaged.
+    const present = this.available().filter((mem) => shares.has(mem.index));
+    const check = openBatch({
+      ...this.batchGeometry(rec.first, rec.count),
+      slots: present.map((mem) => [mem.index, shares.get(mem.index)!] as const),
+      complete: false,
+      verifyAll: true,
+    });
+    const skipped = new Set<number>();
+    for (const o of check.outcomes) {
+      if (o.failed !== undefined) return `block ${rec.first + o.i}: ${o.failed.message}`;
+      for (const r of o.rejected) {
+        if (this.members[r.stripIndex]!.state === 'healthy') return `block ${rec.first + o.i}: strip ${r.stripIndex} ${r.reason}`;
+        skipped.add(r.stripIndex);
+      }
+    }
+    const targets = present.filter((mem) => !skipped.has(mem.index));
     const results = await Promise.allSettled(targets.map((t) => this.deadline(t.strip!.writeSlots(rec.first, shares.get(t.index)!), t, 'write')));
     let ok = 0;
     for (let p = 0; p < targets.length; p++) {
@@ -895,17 +911,21 @@ export class Volume {
 
   private async writeRecord(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
     const count = blocks.length / this.blockBytes;
+    const appended: OwlEntry[] = [];
     try {
-      await this.sealAndWrite(first, blocks, isZero);
+      await this.sealAndWrite(first, blocks, isZero, appended);
     } catch (e) {
       // Some strips may hold the new shares and some not: only the strips can say what reads back.
       this.cache.invalidate(first, count);
+      // Journalled but not known to be on the strips: only a replay (at the next open) can settle
+      // it, and retirement cannot pass it until then. Refuse further writes rather than stall them.
+      for (const entry of appended) if (entry.state === 'journaled') this.owl!.abandon(entry, e);
       throw e;
     }
     this.cache.putRun(first, blocks);
   }
 
-  private async sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
+  private async sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean, appended: OwlEntry[] = []): Promise<void> {
     this.checkNotClosed();
     if (this.available().length < this.m) this.unavailable('write');
     const count = blocks.length / this.blockBytes;
@@ -933,6 +953,7 @@ export class Volume {
       ? await this.owl.append({ first, count, epoch: this.epoch, generation, targets: targets.map((t) => t.index), slotBytes: this.slotBytes, shares: out })
       : null;
     if (entry) crashPoint('owl.appended');
+    if (entry) appended.push(entry);
     const writeOne = async (t: Member, p: number): Promise<void> => {
       await this.deadline(t.strip!.writeSlots(first, asBuffer(out[p]!)), t, 'write');
       crashPoint('volume.strip-written');
@@ -1185,12 +1206,24 @@ export class Volume {
     if (ok < this.m) this.unavailable(what);
   }
 
+  /**
+   * Tells the store (the hook) about a strip's state. Advisory: the strip headers carry what
+   * matters for correctness, so a store hiccup must not fail (or stall) the write that noticed.
+   */
+  private async noteStripState(index: number, state: StripState, reason: string | undefined): Promise<void> {
+    try {
+      await this.hooks.onStripState?.(index, state, reason);
+    } catch {
+      // The next open recomputes strip states from the headers.
+    }
+  }
+
   /** Takes a strip out of service for this session (its device erred). */
   async markFailed(mem: Member, cause: unknown): Promise<void> {
     if (mem.state === 'failed') return;
     mem.state = 'failed';
     mem.reason = cause instanceof StripvaultError ? `${cause.code}: ${cause.message}` : String(cause);
-    await this.hooks.onStripState?.(mem.index, 'failed', mem.reason);
+    await this.noteStripState(mem.index, 'failed', mem.reason);
   }
 
   /** Records in every reachable header that these strips missed writes (once per strip). */
@@ -1201,7 +1234,7 @@ export class Volume {
     await this.rewriteHeaders((body) => {
       body.staleStrips |= bits;
     });
-    for (const m of missed) await this.hooks.onStripState?.(m.index, 'stale', 'missed writes while absent');
+    for (const m of missed) await this.noteStripState(m.index, 'stale', 'missed writes while absent');
   }
 
   /**
@@ -1275,11 +1308,19 @@ export class Volume {
     if (!this.wrappers.some((w) => w.id.equals(wrapper.id))) this.wrappers.push({ id: Buffer.from(wrapper.id), key: Buffer.from(wrapper.key) });
   }
 
-  /** Takes a key's wraps out of every strip header in service; the last key is never removed. */
-  async removeWrapper(wrapperId: Buffer): Promise<void> {
+  /**
+   * Takes a key's wraps out of every strip header in service; the last key is never removed. While
+   * a strip is out of service its header cannot change, and if the key were then destroyed the strip
+   * could never be opened again: refused, unless `force` (a crypto-shred accepts rebuilding it).
+   */
+  async removeWrapper(wrapperId: Buffer, opts: { force?: boolean } = {}): Promise<void> {
     this.checkOpen();
     const remaining = this.wrapperIds().filter((id) => id !== wrapperId.toString('hex'));
     if (remaining.length === 0) fail(ErrorCode.StoreConflict, `volume ${this.name}: cannot remove the last key that opens it`);
+    const away = this.members.filter((m) => m.state === 'missing' || m.state === 'failed').map((m) => m.index);
+    if (away.length > 0 && opts.force !== true) {
+      fail(ErrorCode.VolumeUnavailable, `volume ${this.name}: strip(s) ${away.join(', ')} out of service still need this key; retry once they are back or rebuilt`, { strips: away });
+    }
     await this.rewriteStripHeaders((header) => removeWrapper(header, wrapperId));
     this.wrappers = this.wrappers.filter((w) => !w.id.equals(wrapperId));
   }
