@@ -33,6 +33,8 @@ import type { UnsealProgress } from '../keymgr/sealed-state.ts';
 import { arrayField, integerField, objectBody, readJsonBody, stringField, type Fields } from './api-body.ts';
 import { ApiRefusal, errorBody, toApiError } from './api-errors.ts';
 import { isApiToken } from './api-token.ts';
+import type { ApplianceOps } from './appliance-ops.ts';
+import { addApplianceRoutes } from './volume-routes.ts';
 import { FailureWindow } from './failure-window.ts';
 
 export const apiPrefix = '/api/v1';
@@ -54,6 +56,8 @@ export interface ApiDeps {
   readonly token: string;
   /** Verifies the audit log; without it `POST /audit/verify` does not exist. */
   readonly auditVerify?: () => Promise<AuditVerification>;
+  /** Device and volume administration (volume-routes.ts); without it `/devices` and `/volumes` do not exist. */
+  readonly applianceOps?: ApplianceOps;
   readonly log?: Logger;
   /** Overrides for tests; the defaults are `unsealFailuresMax` per `unsealFailureWindowMs`. */
   readonly unsealLimit?: { readonly max: number; readonly windowMs: number; readonly now?: () => number };
@@ -411,6 +415,8 @@ export function buildApi(deps: ApiDeps): Express {
       res.type('application/x-pem-file').send(await km.caCertificatePem());
     },
   );
+
+  if (deps.applianceOps !== undefined) addApplianceRoutes(api, deps.applianceOps, apiActor);
 
   const auditVerify = deps.auditVerify;
   if (auditVerify !== undefined) {

@@ -11,6 +11,7 @@ import { jsonLogger, type Logger } from '../appliance/log.ts';
 import { blockBytesDefault } from '../appliance/split/geometry.ts';
 import type { StoreConfig } from '../appliance/store/store.ts';
 import { defaultCoiName, devUnseal, ensureDefaultCoi } from '../keymgr/dev-unseal.ts';
+import { adminRemoteCommand } from './admin-remote.ts';
 import { keysCommand } from './keys.ts';
 import { formatSize, parseSize } from './sizes.ts';
 
@@ -35,6 +36,8 @@ export const usage = `usage: stripvault [--data DIR] [--store postgres://...] <c
   volume rekey NAME [--rate SIZE]        rotate the session keys online: re-seal every block, erase the old keys
   volume write NAME [--offset N] [--input FILE]      copy bytes in (stdin by default)
   volume read NAME [--offset N] [--length N] [--output FILE]   copy bytes out (stdout by default)
+  With --api URL (or STRIPVAULT_API), device * and volume create|list|show|remove|scrub|rebuild go
+  through the running appliance's admin API instead of the data directory.
   serve [--nbd HOST:PORT|unix:PATH] [--api-listen HOST:PORT|off] [--scrub-every 7d|off] [--scrub-rate 50M]
         [--no-dev-unseal] [--ldap-config FILE.json] [--tls-host NAME,NAME...]
                                          run the appliance: NBD (TLS with client certificates; plain text
@@ -171,6 +174,9 @@ async function run(argv: string[], io: CliIo): Promise<number> {
   // Key-manager commands go through the admin API of the running appliance (cli/keys.ts).
   const keys = await keysCommand({ group, verb, rest, options: values, dataDir, io });
   if (keys !== null) return keys;
+  // With --api/STRIPVAULT_API, devices and volumes are administered by the running appliance (cli/admin-remote.ts).
+  const remote = await adminRemoteCommand({ group, verb, rest, options: values, dataDir, io });
+  if (remote !== null) return remote;
 
   const appliance = await openAppliance(dataDir, store, log, io, values['no-dev-unseal'] === true);
   try {

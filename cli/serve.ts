@@ -16,6 +16,7 @@ import { systemActor } from '../appliance/appliance.ts';
 import { VirtualDisks } from '../appliance/virtual-disks.ts';
 import { virtualDiskRegistry } from '../appliance/virtual-disk-exports.ts';
 import { buildApi } from '../admin-ui/api.ts';
+import { applianceAdminOps } from '../admin-ui/appliance-ops.ts';
 import { startApiServer, type ApiServer } from '../admin-ui/api-server.ts';
 import { loadOrCreateApiToken } from '../admin-ui/api-token.ts';
 import { verifyAudit } from '../keymgr/audit.ts';
@@ -214,6 +215,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
       const app = buildApi({
         keyManager: sealingKeyManager(appliance),
         volumeKeyOps: new VirtualDisks(appliance),
+        applianceOps: applianceAdminOps(appliance),
         token,
         auditVerify: () => verifyAudit({ store: appliance.store, filePath: appliance.audit.filePath, sinkName: appliance.audit.sinkName }),
         log,
