@@ -111,11 +111,7 @@ export function applianceAdminOps(appliance: Appliance): ApplianceOps {
       const device = await store.getDevice(nameOrId);
       return { device, strips: await store.listStripsOnDevice(device.id) };
     },
-    async removeDevice(nameOrId) {
-      const device = await store.getDevice(nameOrId);
-      await store.removeDevice(device.id);
-      return device;
-    },
+    removeDevice: (nameOrId) => appliance.removeDevice(nameOrId),
     async createVolume(request, actor) {
       // Appliance.createVolume records the volume before it presents it: a taken virtual disk name
       // would leave an offline volume behind. Checked here first so the common mistake leaves nothing.

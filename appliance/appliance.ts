@@ -148,7 +148,14 @@ export class Appliance {
     const wrapper = await this.keys.wrapperForCoi(req.coi);
     const record = await this.store.createVolume({ name: req.name, m: req.m, n, sizeBytes: req.sizeBytes, blockSize: req.blockBytes, strips });
     await this.store.setVolumeState(record.id, 'offline');
-    await this.keys.presentVolume({ name: req.virtualDisk ?? req.name, volumeId: record.id, coi: req.coi }, actor);
+    try {
+      await this.keys.presentVolume({ name: req.virtualDisk ?? req.name, volumeId: record.id, coi: req.coi }, actor);
+    } catch (e) {
+      // Nothing was written to a device yet: the record (and its reserved regions) goes again.
+      wrapper.key.fill(0);
+      await this.store.removeVolume(record.id).catch(() => undefined);
+      throw e;
+    }
     const locations = [];
     for (const s of strips) locations.push({ device: await this.device(records[s.index]!), base: s.offsetBytes });
     // A leftover list of an earlier volume with this id cannot exist (ids are fresh), so create fails loudly if one does.
@@ -289,6 +296,17 @@ export class Appliance {
     } finally {
       if (this.volumes.get(volumeId) === open) this.volumes.delete(volumeId);
     }
+  }
+
+  /** Unregisters a device that holds no strip (the store refuses otherwise) and closes it if open. */
+  async removeDevice(nameOrId: string): Promise<DeviceRecord> {
+    const record = await this.store.getDevice(nameOrId);
+    await this.store.removeDevice(record.id);
+    const open = this.devices.get(record.id);
+    this.devices.delete(record.id);
+    await open?.close().catch(() => undefined);
+    await this.event('device.removed', record.id, { name: record.name });
+    return record;
   }
 
   /** Drops a volume that closed itself (a crypto-shred) from the open set. */

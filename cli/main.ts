@@ -209,8 +209,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
         return 0;
       }
       case 'device remove': {
-        const d = await appliance.store.getDevice(need(rest[0], 'device NAME'));
-        await appliance.store.removeDevice(d.id);
+        const d = await appliance.removeDevice(need(rest[0], 'device NAME'));
         out(`device ${d.name} removed`);
         return 0;
       }
