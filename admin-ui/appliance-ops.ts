@@ -4,7 +4,7 @@
  * calls in here; this layer only sequences appliance calls. Kept as an interface so the routes can
  * be tested against a fake, and so the API module never holds the whole Appliance.
  */
-import type { Appliance } from '../appliance/appliance.ts';
+import type { Appliance, RekeyJob } from '../appliance/appliance.ts';
 import { ErrorCode, StripvaultError, fail } from '../appliance/errors.ts';
 import type { DeviceRecord, StripPlacement, VolumeRecord } from '../appliance/store/store.ts';
 import type { ScrubReport, Volume, VolumeHealth } from '../appliance/volume/volume.ts';
@@ -76,6 +76,10 @@ export interface ApplianceOps {
   scrubVolume(nameOrId: string, request: ScrubRequest): Promise<ScrubOutcome>;
   /** Replaces a missing or failed strip with an empty one on another device, then scrubs to fill it. */
   rebuildStrip(nameOrId: string, request: RebuildRequest): Promise<ScrubOutcome>;
+  /** Starts a background session key rotation (Appliance.startRekey). */
+  startRekey(nameOrId: string, request: ScrubRequest, actor: Actor): Promise<RekeyJob>;
+  /** The latest background re-key of the volume, or null. */
+  rekeyJob(nameOrId: string): Promise<RekeyJob | null>;
 }
 
 /** The same events as the scheduled scrub (scrub-schedule.ts), so administrators see every pass. */
@@ -152,6 +156,8 @@ export function applianceAdminOps(appliance: Appliance): ApplianceOps {
     async scrubVolume(nameOrId, request) {
       return scrubRecorded(appliance, await appliance.openVolume(nameOrId), request, 'api');
     },
+    startRekey: (nameOrId, request, actor) => appliance.startRekey(nameOrId, { rateBytesPerSec: request.rateBytesPerSec }, actor),
+    rekeyJob: (nameOrId) => appliance.rekeyJob(nameOrId),
     async rebuildStrip(nameOrId, request) {
       return scrubRecorded(appliance, await appliance.replaceStrip(nameOrId, request.strip, request.device), request, 'api-rebuild');
     },

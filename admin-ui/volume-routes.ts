@@ -15,6 +15,7 @@ import { blockBytesDefault, blockBytesMax, blockBytesMin, sharesMax } from '../a
 import type { DeviceRecord, StripPlacement, VolumeRecord } from '../appliance/store/store.ts';
 import { checkName, checkText, isUuid, pathBytesMax } from '../appliance/store/validate.ts';
 import type { ScrubReport } from '../appliance/volume/volume.ts';
+import type { RekeyJob } from '../appliance/appliance.ts';
 import type { Actor } from '../keymgr/key-manager-api.ts';
 import { validateCoiName } from '../keymgr/pki-names.ts';
 import { arrayField, integerField, objectBody, type Fields } from './api-body.ts';
@@ -123,6 +124,19 @@ function healthJson(h: VolumeHealthView) {
     strips: h.strips.map((s) => ({ index: s.index, state: s.state, ...(s.reason === undefined ? {} : { reason: s.reason }) })),
     repair: h.repair.map((r) => ({ stripIndex: r.stripIndex, address: r.address, reason: r.reason })),
     repairOverflow: h.repairOverflow,
+  };
+}
+
+function rekeyJson(j: RekeyJob) {
+  return {
+    volumeName: j.volumeName,
+    state: j.state,
+    blocksDone: j.blocksDone,
+    blocksTotal: j.blocksTotal,
+    blocksResealed: j.blocksResealed,
+    startedAt: iso(j.startedAt),
+    finishedAt: j.finishedAt === undefined ? null : iso(j.finishedAt),
+    error: j.error ?? null,
   };
 }
 
@@ -242,6 +256,26 @@ export function addApplianceRoutes(api: Router, ops: ApplianceOps, actor: Actor)
       const rateBytesPerSec = rate(objectBody(req.body, [], ['rateBytesPerSec']));
       const outcome = await exclusive(name, () => ops.scrubVolume(name, { rateBytesPerSec }));
       res.json({ volumeName: outcome.volumeName, ...scrubJson(outcome.report) });
+    }),
+  );
+
+  // Re-keying runs in the background (it may take hours): 202 with the job, then GET for progress.
+  api.post(
+    '/volumes/:name/rekey',
+    handle(async (req, res) => {
+      const name = nameOrId(param(req, 'name'), 'volume');
+      const rateBytesPerSec = rate(objectBody(req.body, [], ['rateBytesPerSec']));
+      res.status(202).json(rekeyJson(await ops.startRekey(name, { rateBytesPerSec }, actor)));
+    }),
+  );
+
+  api.get(
+    '/volumes/:name/rekey',
+    handle(async (req, res) => {
+      const name = nameOrId(param(req, 'name'), 'volume');
+      const job = await ops.rekeyJob(name);
+      if (job === null) fail(ErrorCode.NotFound, `no re-key of volume ${name} was started since the appliance started`);
+      res.json(rekeyJson(job));
     }),
   );
 

@@ -30,6 +30,20 @@ export const auditFileName = 'audit.log';
 /** Who the appliance itself acts as in the audit log when no person asked. */
 export const systemActor: Actor = { name: 'system' };
 
+/** A session key rotation running in the background on a serving appliance. */
+export interface RekeyJob {
+  readonly volumeId: string;
+  readonly volumeName: string;
+  state: 'running' | 'finished' | 'paused' | 'failed';
+  blocksDone: number;
+  blocksTotal: number;
+  blocksResealed: number;
+  readonly startedAt: Date;
+  finishedAt?: Date;
+  /** Stable code of what stopped it (state failed). */
+  error?: string;
+}
+
 export interface ApplianceOptions {
   /** Where the embedded store, the audit file and the outstanding write lists live. */
   readonly dataDir: string;
@@ -75,6 +89,8 @@ export class Appliance {
   private readonly runner: SplitRunner | undefined;
   private readonly devices = new Map<string, StorageDevice>();
   private readonly volumes = new Map<string, Promise<Volume>>();
+  /** Background re-keys by volume id (the latest per volume), and how to stop them at close. */
+  private readonly rekeys = new Map<string, { job: RekeyJob; abort: AbortController; done: Promise<void> }>();
 
   private constructor(dataDir: string, store: Store, keys: KeyManager, audit: AuditLog, log: Logger, runner: SplitRunner | undefined) {
     this.dataDir = dataDir;
@@ -285,6 +301,52 @@ export class Appliance {
     });
   }
 
+  /**
+   * Starts a session key rotation in the background (audited before it starts); returns its job,
+   * whose counters move as it runs. One per volume at a time (SV_STORE_CONFLICT otherwise). An
+   * interrupted one (close, crash) is resumed by starting it again.
+   */
+  async startRekey(nameOrId: string, opts: { rateBytesPerSec?: number }, actor: Actor = systemActor): Promise<RekeyJob> {
+    const record = await this.store.getVolume(nameOrId);
+    if (this.rekeys.get(record.id)?.job.state === 'running') fail(ErrorCode.StoreConflict, `volume ${record.name} is already being re-keyed`);
+    const abort = new AbortController();
+    const job: RekeyJob = { volumeId: record.id, volumeName: record.name, state: 'running', blocksDone: 0, blocksTotal: record.sizeBytes / record.blockSize, blocksResealed: 0, startedAt: new Date() };
+    const entry = { actor: actor.name, action: 'key.session.rotate', subject: `volume:${record.name}`, detail: { volumeId: record.id, background: true } };
+    const volume = await audited(this.audit, entry, () => this.openVolume(record.id));
+    await this.event('volume.rekey_started', record.id, { name: record.name, resumed: volume.rekeyInProgress() });
+    const done = volume
+      .rekey({
+        ...(opts.rateBytesPerSec ? { rateBytesPerSec: opts.rateBytesPerSec } : {}),
+        signal: abort.signal,
+        onProgress: (p) => {
+          job.blocksDone = p.blocksDone;
+          job.blocksResealed = p.blocksRepaired;
+        },
+      })
+      .then(
+        async (report) => {
+          job.state = report.finished ? 'finished' : 'paused';
+          job.finishedAt = new Date();
+          await this.event(report.finished ? 'volume.rekey_finished' : 'volume.rekey_paused', record.id, { name: record.name, blocksResealed: report.blocksRepaired, blocksLost: report.blocksLost });
+        },
+        async (e: unknown) => {
+          job.state = 'failed';
+          job.error = e instanceof StripvaultError ? e.code : 'SV_INTERNAL';
+          job.finishedAt = new Date();
+          await this.event('volume.rekey_failed', record.id, { name: record.name, code: job.error });
+        },
+      )
+      .catch(() => undefined);
+    this.rekeys.set(record.id, { job, abort, done });
+    return job;
+  }
+
+  /** The latest background re-key of a volume, or null if none was started since this appliance started. */
+  async rekeyJob(nameOrId: string): Promise<RekeyJob | null> {
+    const record = await this.store.getVolume(nameOrId);
+    return this.rekeys.get(record.id)?.job ?? null;
+  }
+
   /** Closes a volume if it is open (flushes; its keys are wiped from memory). */
   async closeVolume(volumeId: string): Promise<void> {
     const open = this.volumes.get(volumeId);
@@ -331,6 +393,9 @@ export class Appliance {
   }
 
   async close(): Promise<void> {
+    // Background re-keys stop between chunks; the next start resumes them.
+    for (const r of this.rekeys.values()) r.abort.abort();
+    for (const r of this.rekeys.values()) await r.done;
     for (const p of this.volumes.values()) await (await p.catch(() => null))?.close();
     this.volumes.clear();
     for (const d of this.devices.values()) await d.close().catch(() => undefined);

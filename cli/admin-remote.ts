@@ -24,9 +24,21 @@ export interface AdminRemoteCommand {
   readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
+/** How often `volume rekey` asks the appliance for progress. */
+export const rekeyPollMs = 500;
+
+interface RekeyAnswer {
+  volumeName: string;
+  state: 'running' | 'finished' | 'paused' | 'failed';
+  blocksDone: number;
+  blocksTotal: number;
+  blocksResealed: number;
+  error: string | null;
+}
+
 const remoteVerbs: Readonly<Record<string, ReadonlySet<string>>> = {
   device: new Set(['add', 'list', 'show', 'remove']),
-  volume: new Set(['create', 'list', 'show', 'remove', 'scrub', 'rebuild']),
+  volume: new Set(['create', 'list', 'show', 'remove', 'scrub', 'rebuild', 'rekey']),
 };
 
 /** The API URL the user asked for, or undefined when the local way applies. */
@@ -218,6 +230,27 @@ export async function adminRemoteCommand(cmd: AdminRemoteCommand): Promise<numbe
       await api.json<VolumeRecord>({ method: 'DELETE', path: `/volumes/${segment(name)}` });
       out(`volume ${name} removed`);
       return 0;
+    }
+    case 'volume rekey': {
+      const name = arg(0, 'volume NAME');
+      noMoreArgs(1);
+      const rateText = str('rate');
+      const rateBytesPerSec = rateText === undefined ? 0 : parseSize(rateText, '--rate');
+      let job = await api.json<RekeyAnswer>({ method: 'POST', path: `/volumes/${segment(name)}/rekey`, body: { rateBytesPerSec } });
+      // It runs in the appliance; this only watches (stopping the CLI does not stop it).
+      while (job.state === 'running') {
+        io.stderr.write(`rekey ${job.volumeName}: ${job.blocksDone}/${job.blocksTotal} blocks, ${job.blocksResealed} re-sealed\n`);
+        await new Promise((r) => setTimeout(r, rekeyPollMs));
+        job = await api.json<RekeyAnswer>({ method: 'GET', path: `/volumes/${segment(name)}/rekey` });
+      }
+      out(
+        json
+          ? JSON.stringify(job)
+          : job.state === 'finished'
+            ? `volume ${job.volumeName} re-keyed: ${job.blocksResealed} blocks re-sealed`
+            : `volume ${job.volumeName} re-key ${job.state}${job.error ? ` (${job.error})` : ''}: run it again to resume`,
+      );
+      return job.state === 'finished' ? 0 : 1;
     }
     case 'volume scrub':
     case 'volume rebuild': {

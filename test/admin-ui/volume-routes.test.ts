@@ -14,6 +14,7 @@ import { deviceCreateBytesMax } from '../../admin-ui/volume-routes.ts';
 import { ErrorCode, StripvaultError, fail } from '../../appliance/errors.ts';
 import { jsonLogger } from '../../appliance/log.ts';
 import type { DeviceRecord, VolumeRecord } from '../../appliance/store/store.ts';
+import type { RekeyJob } from '../../appliance/appliance.ts';
 import type { Actor } from '../../keymgr/key-manager-api.ts';
 import { FakeKeyManager } from '../helpers/fake-key-manager.ts';
 
@@ -133,6 +134,21 @@ class FakeOps implements ApplianceOps {
     const v = this.#volume(nameOrId);
     const blocks = v.sizeBytes / v.blockSize;
     return { volumeName: v.name, report: { blocksDone: blocks, blocksTotal: blocks, blocksRepaired: blocks, blocksLost: 0, nextBlock: blocks, lost: [], caughtUp: [request.strip] } };
+  }
+
+  readonly rekeys = new Map<string, RekeyJob>();
+
+  async startRekey(nameOrId: string, request: ScrubRequest, actor: Actor): Promise<RekeyJob> {
+    this.#enter('startRekey', nameOrId, request, actor);
+    const v = this.#volume(nameOrId);
+    if (this.rekeys.get(v.id)?.state === 'running') fail(ErrorCode.StoreConflict, 'already being re-keyed');
+    const job: RekeyJob = { volumeId: v.id, volumeName: v.name, state: 'running', blocksDone: 0, blocksTotal: v.sizeBytes / v.blockSize, blocksResealed: 0, startedAt: new Date(0) };
+    this.rekeys.set(v.id, job);
+    return job;
+  }
+
+  async rekeyJob(nameOrId: string): Promise<RekeyJob | null> {
+    return this.rekeys.get(this.#volume(nameOrId).id) ?? null;
   }
 }
 
@@ -452,5 +468,23 @@ test('one API scrub per volume at a time', async (t) => {
     h.ops.gate = null;
     t.is((await h.call('POST', '/volumes/v1/scrub')).status, 200, 'free again once the first finished');
     t.is((await h.call('POST', '/volumes/v2/scrub')).status, 200);
+  });
+});
+
+test('re-key runs in the background: 202 with the job, progress by GET, one at a time, 404 before any', async (t) => {
+  await withRoutes(async (h) => {
+    await threeDevices(h);
+    t.is((await h.call('POST', '/volumes', { body: { name: 'rk', sizeBytes: 4 * MiB, devices: ['d0', 'd1', 'd2'], coi: 'red' } })).status, 201);
+    t.is((await h.call('GET', '/volumes/rk/rekey')).status, 404);
+    const started = await h.call('POST', '/volumes/rk/rekey', { body: { rateBytesPerSec: 1024 } });
+    t.is(started.status, 202, started.text);
+    t.like(started.json, { volumeName: 'rk', state: 'running', blocksTotal: 1024, finishedAt: null, error: null });
+    t.deepEqual(h.ops.calls.at(-1), { op: 'startRekey', args: ['rk', { rateBytesPerSec: 1024 }, { name: 'api:token' }] });
+    t.is((await h.call('POST', '/volumes/rk/rekey', { body: {} })).status, 409);
+    const job = [...h.ops.rekeys.values()][0]!;
+    job.state = 'finished';
+    job.blocksDone = 1024;
+    t.like((await h.call('GET', '/volumes/rk/rekey')).json, { state: 'finished', blocksDone: 1024 });
+    t.is((await h.call('POST', '/volumes/rk/rekey', { body: { bogus: 1 } })).status, 400);
   });
 });

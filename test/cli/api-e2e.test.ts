@@ -208,6 +208,12 @@ test('security officers bring up a sealed appliance and give a client a volume, 
     await toolOk(t, 'qemu-img', ['convert', ...creds, '--image-opts', target, '-O', 'raw', back]);
     t.true((await readFile(back)).equals(data), 'what the client wrote reads back');
 
+    // Session keys rotated in the background by the serving appliance; the data is unchanged.
+    t.is(await ok(t, r, ['volume', 'rekey', 'v1']), 'volume v1 re-keyed: 2048 blocks re-sealed\n');
+    const again = join(root, 'again.raw');
+    await toolOk(t, 'qemu-img', ['convert', ...creds, '--image-opts', target, '-O', 'raw', again]);
+    t.true((await readFile(again)).equals(data), 'the same bytes under the new session keys');
+
     // Sealed: no client gets in, by any path.
     t.regex(await ok(t, r, ['seal']), /^sealed/);
     t.regex(await ok(t, r, ['status']), /sealed: yes/);
