@@ -199,6 +199,9 @@ export class Appliance {
 
   /** Opens (once) and returns a volume by name or id. */
   openVolume(nameOrId: string): Promise<Volume> {
+    // By id, an open volume is answered without the store: NBD exports ask on every request.
+    const open = this.volumes.get(nameOrId);
+    if (open) return open;
     const run = async (): Promise<Volume> => {
       const record = await this.store.getVolume(nameOrId);
       const cached = this.volumes.get(record.id);

@@ -8,6 +8,7 @@
  *   node --import tsx bench/nbd.ts            full run, about 3 minutes
  *   node --import tsx bench/nbd.ts --quick    smoke run (256 MiB, 3 s fio): ratios not meaningful
  *   node --import tsx bench/nbd.ts --profile  stripvault only, server under --cpu-prof, top costs
+ *   node --import tsx bench/nbd.ts --direct   the volume without the metadata store (bench/peers.ts volume-server)
  */
 import { randomFill } from 'node:crypto';
 import { mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
@@ -22,6 +23,7 @@ import {
   startQemuLuks,
   startQemuRaw,
   startStripvault,
+  startStripvaultDirect,
   stopAllChildren,
   volumeBytes,
   type Peer,
@@ -79,6 +81,8 @@ export interface NbdBenchOptions {
   readonly quick?: boolean;
   /** Profile the stripvault server (node --cpu-prof into this directory); only stripvault runs. */
   readonly profileDir?: string;
+  /** Serve the volume built directly (bench/peers.ts volume-server, no metadata store) instead of `stripvault serve`. */
+  readonly direct?: boolean;
   /** Progress lines (default: stderr). */
   readonly log?: (line: string) => void;
 }
@@ -224,7 +228,11 @@ async function runBench(opts: NbdBenchOptions): Promise<BenchRun> {
     const svDir = await dirFor('stripvault');
     const nodeArgs = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [];
     const onFallback = (why: string) => log(`stripvault serve unavailable, using the direct volume server instead:\n${indent(why)}`);
-    const sv = await withPeer(async () => startStripvault({ dataDir: svDir, port: await freePort(), nodeArgs, onFallback }), plan, log);
+    const startSv = async (): Promise<Peer> => {
+      const o = { dataDir: svDir, port: await freePort(), nodeArgs };
+      return opts.direct ? startStripvaultDirect(o) : startStripvault({ ...o, onFallback });
+    };
+    const sv = await withPeer(startSv, plan, log);
     if (opts.profileDir) return { rows: rowsOf(copyBytes, sv.figures, undefined, undefined), stripvault: sv };
 
     // Disk and page cache hold one target's files at a time.
@@ -361,7 +369,7 @@ async function main(argv: readonly string[]): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const run = await runBench({ quick, ...(profileDir ? { profileDir } : {}) });
+    const run = await runBench({ quick, direct: argv.includes('--direct'), ...(profileDir ? { profileDir } : {}) });
     console.log(`stripvault target: ${run.stripvault.name}`);
     console.log(table(run.rows as unknown as Record<string, string | number>[]));
     if (profileDir) {

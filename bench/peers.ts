@@ -9,7 +9,7 @@
  * that serves a 1 GiB 2-of-3 volume over three strip files in DIR.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -18,7 +18,10 @@ import { createFileDevice } from '../appliance/device/file-device.ts';
 import { staticExportRegistry } from '../appliance/nbd/backend.ts';
 import { startNbdServer } from '../appliance/nbd/server.ts';
 import { volumeExport } from '../appliance/volume/volume-export.ts';
-import { Volume, stripBytesForVolume } from '../appliance/volume/volume.ts';
+import { SplitPool } from '../appliance/split/split-pool.ts';
+import { slotBytesFor } from '../appliance/strip/layout.ts';
+import { Owl, owlRingBytesFor } from '../appliance/volume/owl.ts';
+import { Volume, stripBytesForVolume, uuidToBytes } from '../appliance/volume/volume.ts';
 
 export const loopbackHost = '127.0.0.1';
 export const exportName = 'default';
@@ -227,13 +230,14 @@ export interface StripvaultPeerOptions {
 
 /** The product: `stripvault serve` on an empty data directory (creates the embedded default volume). */
 export function startStripvaultServe(opts: StripvaultPeerOptions): Promise<Peer> {
-  const args = [...(opts.nodeArgs ?? []), join(repoRoot, 'bin', 'stripvault.js'), 'serve', '--data', opts.dataDir, '--nbd', `${loopbackHost}:${opts.port}`];
+  const args = [...(opts.nodeArgs ?? []), join(repoRoot, 'bin', 'stripvault.js'), 'serve', '--data', opts.dataDir, '--nbd', `${loopbackHost}:${opts.port}`, '--api-listen', 'off'];
   return startPeer('stripvault serve', opts.port, process.execPath, args, (s) => s.sawEvent('serving'));
 }
 
 /**
  * The same volume as serve's embedded default (1 GiB, 2-of-3, three sparse strip files, one
- * random wrapping key) built directly from the volume and NBD modules, without the metadata store.
+ * random wrapping key, a split worker pool and an outstanding write list) built directly from the
+ * volume and NBD modules, without the metadata store.
  */
 export function startStripvaultDirect(opts: StripvaultPeerOptions): Promise<Peer> {
   const args = [...(opts.nodeArgs ?? []), '--import', 'tsx', selfPath, 'volume-server', opts.dataDir, String(opts.port)];
@@ -337,7 +341,14 @@ async function volumeServerMain(dataDir: string, port: number): Promise<void> {
   const stripBytes = stripBytesForVolume(volumeBytes, blockBytes, m);
   const devices = [];
   for (let i = 0; i < n; i++) devices.push(await createFileDevice(join(dataDir, `strip-${i}.img`), stripBytes, { id: `local-${i}` }));
+  // As serve runs it: seal/open on a worker pool, and an outstanding write list beside the strips.
+  const id = randomUUID();
+  const runner = new SplitPool();
+  const owl = await Owl.create(join(dataDir, 'volume.owl'), uuidToBytes(id), owlRingBytesFor(slotBytesFor(blockBytes, m), n));
   const volume = await Volume.create({
+    id,
+    runner,
+    owl,
     name: exportName,
     m,
     n,
@@ -357,6 +368,7 @@ async function volumeServerMain(dataDir: string, port: number): Promise<void> {
   });
   await server.close();
   await volume.close();
+  await runner.close();
   for (const d of devices) await d.close();
   log('stopped');
 }

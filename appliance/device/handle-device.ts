@@ -50,6 +50,20 @@ export class HandleDevice implements StorageDevice {
     return this.#run('flush', 0, 0, () => this.#handle.datasync());
   }
 
+  /**
+   * The descriptor, for positional I/O done by a split-pool worker (fd-io.ts), or null once the
+   * device is closed or gone. The caller passes that I/O's promise to hold() at once, so close()
+   * waits for it and the descriptor number is never reused under a worker's feet.
+   */
+  rawFd(): number | null {
+    if (this.#closed || this.#gone) return null;
+    return this.#handle.fd;
+  }
+
+  hold(io: Promise<unknown>): void {
+    this.#inFlight.track(io);
+  }
+
   /** Waits for requests already started, then releases the handle. Idempotent. */
   close(): Promise<void> {
     if (this.#closing === undefined) {

@@ -35,6 +35,16 @@ export class InFlight {
     return p;
   }
 
+  /** Remembers I/O done elsewhere on the device's behalf (a worker on its descriptor), so drain() waits for it. */
+  track(p: Promise<unknown>): void {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#requests.add(settled);
+    void settled.then(() => this.#requests.delete(settled));
+  }
+
   /** Settles once every request started so far has settled. */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.#requests]);

@@ -83,6 +83,58 @@ function keyAt(table: KeyTable, strip: number, address: number, slotBytes: numbe
 export function sealBatch(b: SealBatch): Uint8Array[] {
   // Unpooled: these may be transferred to another thread, which must not take Node's shared pool along.
   const out = b.targets.map(() => Buffer.allocUnsafeSlow(b.count * b.slotBytes));
+  sealInto(b, out);
+  return out;
+}
+
+/** What a batch of runs shares: the volume's geometry and the keys of every section the runs touch. */
+export type BatchShape = Omit<BatchGeometry, 'first' | 'count'>;
+
+/** One write's blocks within a SealRunsBatch. */
+export interface SealRun {
+  readonly first: number;
+  readonly count: number;
+  readonly generation: number;
+  readonly epoch: number;
+  readonly zero: Uint8Array | null;
+  readonly targets: readonly number[];
+}
+
+/** Several writes sealed in one go (one worker message for many small requests). */
+export interface SealRunsBatch extends BatchShape {
+  /** The runs' blocks back to back, in run order. */
+  readonly blocks: Uint8Array;
+  readonly runs: readonly SealRun[];
+}
+
+/** Where each run's shares are in sealRuns' output: per run, per target, count × slotBytes. */
+export function sealedRunOffsets(runs: readonly Pick<SealRun, 'count' | 'targets'>[], slotBytes: number): { offsets: number[]; bytes: number } {
+  const offsets: number[] = [];
+  let at = 0;
+  for (const r of runs) {
+    offsets.push(at);
+    at += r.targets.length * r.count * slotBytes;
+  }
+  return { offsets, bytes: at };
+}
+
+/** Seals every run into one buffer laid out as sealedRunOffsets says. */
+export function sealRuns(b: SealRunsBatch): Uint8Array {
+  const { offsets, bytes } = sealedRunOffsets(b.runs, b.slotBytes);
+  assert(b.blocks.length === b.runs.reduce((a, r) => a + r.count * b.blockBytes, 0), 'sealRuns: blocks do not match the runs');
+  const out = Buffer.allocUnsafeSlow(bytes);
+  let blockAt = 0;
+  b.runs.forEach((r, k) => {
+    const span = r.count * b.slotBytes;
+    const dest = r.targets.map((_, p) => out.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span));
+    const blocks = b.blocks.subarray(blockAt, blockAt + r.count * b.blockBytes);
+    blockAt += r.count * b.blockBytes;
+    sealInto({ ...b, ...r, blocks }, dest);
+  });
+  return out;
+}
+
+function sealInto(b: SealBatch, out: readonly Uint8Array[]): void {
   const position = new Map(b.targets.map((t, p) => [t, p]));
   for (let i = 0; i < b.count; i++) {
     const address = b.first + i;
@@ -100,10 +152,10 @@ export function sealBatch(b: SealBatch): Uint8Array[] {
     assert(shares.length === b.targets.length, 'a target strip has no active session key');
     for (const share of shares) {
       const p = position.get(share.stripIndex)!;
-      encodeSlot(share, out[p]!.subarray(i * b.slotBytes, (i + 1) * b.slotBytes));
+      const o = out[p]!;
+      encodeSlot(share, Buffer.from(o.buffer, o.byteOffset + i * b.slotBytes, b.slotBytes));
     }
   }
-  return out;
 }
 
 export function openBatch(b: OpenBatch): OpenBatchResult {

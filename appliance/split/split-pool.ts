@@ -7,18 +7,44 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode, StripvaultError, assert } from '../errors.ts';
-import { openBatch, sealBatch, type BatchGeometry, type OpenBatch, type OpenBatchResult, type SealBatch } from './batch.ts';
+import {
+  openBatch,
+  sealBatch,
+  sealRuns,
+  type BatchShape,
+  type OpenBatch,
+  type OpenBatchResult,
+  type SealBatch,
+  type SealRunsBatch,
+} from './batch.ts';
+import type { ReadOpenBatch, ReadOpenResult, SlotWriteBatch } from './io-batch.ts';
 
 export interface SplitRunner {
   seal(batch: SealBatch): Promise<Uint8Array[]>;
   open(batch: OpenBatch): Promise<OpenBatchResult>;
+  /**
+   * Several writes at once; the result is laid out as sealedRunOffsets says. With moveBlocks the
+   * blocks' buffer may be handed to another thread (detached): only for a buffer the caller made for this.
+   */
+  sealRuns(batch: SealRunsBatch, opts?: { moveBlocks?: boolean }): Promise<Uint8Array>;
+  /**
+   * Present when batches may do their own strip I/O off the main thread: reads the slots of the
+   * given strips and opens them (io-batch.ts).
+   */
+  readOpen?(batch: ReadOpenBatch): Promise<ReadOpenResult>;
+  /** With readOpen: writes slots, returning per write null or why it failed. */
+  writeSlots?(batch: SlotWriteBatch): Promise<(string | null)[]>;
+  /** Worker threads available (1 for the calling thread): how many batches are worth running at once. */
+  readonly parallelism: number;
   close(): Promise<void>;
 }
 
-/** Runs batches on the calling thread. */
+/** Runs batches on the calling thread (no strip I/O of its own: the main thread must not block on a device). */
 export const inlineRunner: SplitRunner = {
   seal: async (b) => sealBatch(b),
   open: async (b) => openBatch(b),
+  sealRuns: async (b) => sealRuns(b),
+  parallelism: 1,
   close: async () => undefined,
 };
 
@@ -31,8 +57,9 @@ const respawnDelayMsMax = 30_000;
 /** Batches in flight per worker before callers wait: enough to keep it busy, bounded memory. */
 export const splitQueuePerWorkerMax = 8;
 
-type Job = { id: number; op: 'seal' | 'open'; batch: SealBatch | OpenBatch };
-type Reply = { id: number; ok: true; result: Uint8Array[] | OpenBatchResult } | { id: number; ok: false; error: { message: string; code?: string } };
+export type JobOp = 'seal' | 'open' | 'sealRuns' | 'readOpen' | 'writeSlots';
+type Job = { id: number; op: JobOp; batch: unknown };
+type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: { message: string; code?: string } };
 
 interface Slot {
   worker: Worker;
@@ -48,7 +75,7 @@ function standalone(a: Uint8Array): Uint8Array {
   return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : new Uint8Array(a);
 }
 
-function compactGeometry(b: BatchGeometry): Pick<BatchGeometry, 'volumeId' | 'keys'> {
+function compactGeometry(b: BatchShape): Pick<BatchShape, 'volumeId' | 'keys'> {
   return {
     volumeId: standalone(b.volumeId),
     keys: {
@@ -84,6 +111,25 @@ export class SplitPool implements SplitRunner {
   open(batch: OpenBatch): Promise<OpenBatchResult> {
     const compact: OpenBatch = { ...batch, ...compactGeometry(batch), slots: batch.slots.map(([i, d]) => [i, standalone(d)] as const) };
     return this.run('open', compact) as Promise<OpenBatchResult>;
+  }
+
+  sealRuns(batch: SealRunsBatch, opts: { moveBlocks?: boolean } = {}): Promise<Uint8Array> {
+    const blocks = standalone(batch.blocks);
+    // A caller that packed the blocks into a buffer of its own lets it move instead of being copied.
+    const move = opts.moveBlocks === true && blocks.buffer instanceof ArrayBuffer ? [blocks.buffer] : [];
+    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks }, move) as Promise<Uint8Array>;
+  }
+
+  readOpen(batch: ReadOpenBatch): Promise<ReadOpenResult> {
+    return this.run('readOpen', { ...batch, ...compactGeometry(batch) }) as Promise<ReadOpenResult>;
+  }
+
+  writeSlots(batch: SlotWriteBatch): Promise<(string | null)[]> {
+    return this.run('writeSlots', batch) as Promise<(string | null)[]>;
+  }
+
+  get parallelism(): number {
+    return this.slots.length;
   }
 
   async close(): Promise<void> {
@@ -141,7 +187,7 @@ export class SplitPool implements SplitRunner {
     slot.pending.clear();
   }
 
-  private async run(op: Job['op'], batch: SealBatch | OpenBatch): Promise<unknown> {
+  private async run(op: JobOp, batch: unknown, transfer: ArrayBuffer[] = []): Promise<unknown> {
     for (;;) {
       if (this.closed) throw new StripvaultError(ErrorCode.VolumeClosed, 'split pool closed');
       const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
@@ -150,8 +196,8 @@ export class SplitPool implements SplitRunner {
         const job: Job = { id, op, batch };
         return new Promise((resolve, reject) => {
           slot.pending.set(id, { resolve, reject });
-          // Batches are copied (structured clone): callers keep their buffers.
-          slot.worker.postMessage(job);
+          // Batches are copied (structured clone): callers keep their buffers, except those in `transfer`.
+          slot.worker.postMessage(job, transfer);
         });
       }
       await new Promise<void>((r) => this.waiters.push(r));

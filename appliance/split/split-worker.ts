@@ -1,7 +1,9 @@
-/** A split pool worker: runs seal/open batches (batch.ts) and sends results back, transferring them. */
+/** A split pool worker: runs seal/open batches (batch.ts) and the strip I/O of io-batch.ts, and sends results back, transferring them. */
 import { parentPort } from 'node:worker_threads';
 import { StripvaultError } from '../errors.ts';
-import { openBatch, sealBatch, type OpenBatch, type SealBatch } from './batch.ts';
+import { openBatch, sealBatch, sealRuns, type OpenBatch, type SealBatch, type SealRunsBatch } from './batch.ts';
+import { readOpenRuns, writeSlotList, type ReadOpenBatch, type SlotWriteBatch } from './io-batch.ts';
+import type { JobOp } from './split-pool.ts';
 
 const port = parentPort;
 if (port === null) throw new Error('split-worker must run as a worker thread');
@@ -11,14 +13,33 @@ function transferable(a: Uint8Array): ArrayBuffer[] {
   return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer ? [a.buffer] : [];
 }
 
-port.on('message', (job: { id: number; op: 'seal' | 'open'; batch: SealBatch | OpenBatch }) => {
+port.on('message', (job: { id: number; op: JobOp; batch: unknown }) => {
   try {
-    if (job.op === 'seal') {
-      const result = sealBatch(job.batch as SealBatch);
-      port.postMessage({ id: job.id, ok: true, result }, result.flatMap(transferable));
-    } else {
-      const result = openBatch(job.batch as OpenBatch);
-      port.postMessage({ id: job.id, ok: true, result }, transferable(result.blocks));
+    switch (job.op) {
+      case 'seal': {
+        const result = sealBatch(job.batch as SealBatch);
+        port.postMessage({ id: job.id, ok: true, result }, result.flatMap(transferable));
+        return;
+      }
+      case 'open': {
+        const result = openBatch(job.batch as OpenBatch);
+        port.postMessage({ id: job.id, ok: true, result }, transferable(result.blocks));
+        return;
+      }
+      case 'sealRuns': {
+        const result = sealRuns(job.batch as SealRunsBatch);
+        port.postMessage({ id: job.id, ok: true, result }, transferable(result));
+        return;
+      }
+      case 'readOpen': {
+        const result = readOpenRuns(job.batch as ReadOpenBatch);
+        port.postMessage({ id: job.id, ok: true, result }, result.ok ? transferable(result.blocks) : []);
+        return;
+      }
+      case 'writeSlots': {
+        port.postMessage({ id: job.id, ok: true, result: writeSlotList(job.batch as SlotWriteBatch) });
+        return;
+      }
     }
   } catch (e) {
     const code = e instanceof StripvaultError ? e.code : undefined;

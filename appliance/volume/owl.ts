@@ -68,8 +68,20 @@ export interface OwlUsage {
   readonly entries: number;
 }
 
+/**
+ * Once the ring is this full, a retirement (strip flush) starts in the background, so appends rarely
+ * have to wait for one: the flush overlaps the writes instead of stalling them.
+ */
+export const owlRetireEarlyFraction = 0.5;
+/** Journal groups syncing at once (each a writev and an fdatasync on the thread pool). */
+export const owlSyncsInFlightMax = 3;
+/** Buffers per journal writev (Linux IOV_MAX is 1024). */
+const iovMax = 1024;
+
 interface Queued {
   readonly entry: OwlEntry;
+  /** Bytes of the record itself (header, shares, padding), from entry.pos. */
+  readonly recordBytes: number;
   readonly buffers: readonly Uint8Array[];
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
@@ -102,12 +114,17 @@ export class Owl {
   #used = 0;
   readonly #live: OwlEntry[] = [];
   #queue: Queued[] = [];
+  /** The newest group in flight (it settles after every earlier one), or null. */
   #writing: Promise<void> | null = null;
+  #syncing = 0;
+  #kickPending = false;
   #admission: Promise<void> = Promise.resolve();
   #superWrites: Promise<void> = Promise.resolve();
   #broken: StripvaultError | null = null;
   #closed = false;
   #makeRoom: (() => Promise<void>) | null = null;
+  /** A background retirement started by complete(), if one is running. */
+  #early: Promise<void> | null = null;
   #roomWaiters: Array<() => void> = [];
 
   private constructor(path: string, fh: FileHandle, sb: OwlSuperblock, outstanding: OwlOutstanding[], head: number) {
@@ -213,7 +230,7 @@ export class Owl {
       const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
       const buffers = pad > 0 ? [header, ...a.shares, Buffer.alloc(pad)] : [header, ...a.shares];
       return new Promise<OwlEntry>((resolve, reject) => {
-        this.#queue.push({ entry, buffers, resolve: () => resolve(entry), reject });
+        this.#queue.push({ entry, recordBytes, buffers, resolve: () => resolve(entry), reject });
         this.#kick();
       });
     });
@@ -224,6 +241,13 @@ export class Owl {
     assert(entry.state === 'journaled', 'OWL entry completed twice or before it was journaled');
     entry.state = 'completed';
     this.#wakeRoomWaiters();
+    if (this.#early === null && this.#makeRoom !== null && !this.#closed && this.#used >= this.ringBytes * owlRetireEarlyFraction) {
+      const early = this.#makeRoom().catch(() => undefined);
+      this.#early = early;
+      void early.finally(() => {
+        if (this.#early === early) this.#early = null;
+      });
+    }
   }
 
   /**
@@ -260,7 +284,10 @@ export class Owl {
     const nextLive = this.#live[n];
     await this.#writeSuper(last.seq, nextLive ? nextLive.pos : this.#head);
     // Entries may have been retired by a concurrent call meanwhile: free only what is still ours.
-    while (this.#live.length > 0 && this.#live[0]!.seq <= last.seq) this.#used -= this.#live.shift()!.bytes;
+    // One splice, not a shift per entry: thousands of small records can retire at once.
+    let drop = 0;
+    while (drop < this.#live.length && this.#live[drop]!.seq <= last.seq) this.#used -= this.#live[drop++]!.bytes;
+    this.#live.splice(0, drop);
     this.#wakeRoomWaiters();
   }
 
@@ -281,7 +308,10 @@ export class Owl {
     if (this.#closed) return;
     this.#closed = true;
     await this.#admission;
+    // Appends already admitted are journaled now, not at a next turn that finds the file closed.
+    this.#startGroups();
     while (this.#writing) await this.#writing;
+    await this.#early;
     await this.#superWrites;
     await this.#fh.close();
   }
@@ -317,32 +347,63 @@ export class Owl {
     for (const w of waiters) w();
   }
 
+  /**
+   * Starts a group with whatever is queued, once per turn of the event loop (so one turn's appends
+   * share a sync), with up to owlSyncsInFlightMax groups syncing at once: overlapping syncs cost
+   * little more than one, where one after the other each waited for the disk. Groups still become
+   * journaled strictly in order — a group is resolved only after every earlier one — so no share
+   * reaches a strip while an earlier record could still be missing (replay stops at the first gap).
+   */
   #kick(): void {
-    if (this.#writing) return;
-    this.#writing = this.#drain().finally(() => {
-      this.#writing = null;
-      if (this.#queue.length > 0) this.#kick();
+    if (this.#kickPending) return;
+    this.#kickPending = true;
+    setImmediate(() => {
+      this.#kickPending = false;
+      this.#startGroups();
     });
   }
 
-  async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
+  #startGroups(): void {
+    while (this.#queue.length > 0 && this.#syncing < owlSyncsInFlightMax) {
       const batch = this.#queue;
       this.#queue = [];
-      try {
-        if (this.#broken) throw this.#broken;
-        await Promise.all(batch.map((q) => this.#fh.writev(q.buffers as Uint8Array[], owlRingOffset + q.entry.pos)));
-        await this.#fh.datasync();
-      } catch (e) {
-        this.#broken ??= new StripvaultError(ErrorCode.DeviceIo, `outstanding write list ${this.path} cannot be written: ${(e as Error).message}`, { path: this.path }, { cause: e });
-        for (const q of batch) q.reject(this.#broken);
-        this.#wakeRoomWaiters();
-        continue;
-      }
-      for (const q of batch) {
-        q.entry.state = 'journaled';
-        q.resolve();
-      }
+      this.#syncing++;
+      const synced = this.#broken
+        ? Promise.reject(this.#broken)
+        : (async () => {
+            // Records of a group sit back to back in the ring (but for a wrap): one writev per run.
+            await Promise.all(contiguousRuns(batch).map((run) => this.#fh.writev(run.buffers, owlRingOffset + run.pos)));
+            await this.#fh.datasync();
+          })();
+      const previous = this.#writing ?? Promise.resolve();
+      const settled: Promise<void> = (async () => {
+        let error: unknown = null;
+        try {
+          await synced;
+        } catch (e) {
+          error = e;
+        }
+        await previous;
+        if (error !== null && this.#broken === null) {
+          this.#broken = new StripvaultError(ErrorCode.DeviceIo, `outstanding write list ${this.path} cannot be written: ${(error as Error).message}`, { path: this.path }, { cause: error });
+        }
+        if (this.#broken !== null) {
+          // Also a group that synced after an earlier one failed: it sits behind a hole.
+          for (const q of batch) q.reject(this.#broken);
+          this.#wakeRoomWaiters();
+          return;
+        }
+        for (const q of batch) {
+          q.entry.state = 'journaled';
+          q.resolve();
+        }
+      })();
+      this.#writing = settled;
+      void settled.finally(() => {
+        this.#syncing--;
+        if (this.#writing === settled) this.#writing = null;
+        if (this.#queue.length > 0) this.#startGroups();
+      });
     }
   }
 
@@ -361,6 +422,21 @@ export class Owl {
     this.#superWrites = p.catch(() => undefined);
     return p;
   }
+}
+
+/** Queued records grouped into runs that are contiguous in the ring, each at most iovMax buffers. */
+function contiguousRuns(batch: readonly Queued[]): Array<{ pos: number; buffers: Uint8Array[] }> {
+  const runs: Array<{ pos: number; end: number; buffers: Uint8Array[] }> = [];
+  for (const q of batch) {
+    const last = runs.at(-1);
+    if (last !== undefined && last.end === q.entry.pos && last.buffers.length + q.buffers.length <= iovMax) {
+      last.buffers.push(...q.buffers);
+      last.end += q.recordBytes;
+    } else {
+      runs.push({ pos: q.entry.pos, end: q.entry.pos + q.recordBytes, buffers: [...q.buffers] });
+    }
+  }
+  return runs;
 }
 
 /**

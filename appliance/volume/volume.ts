@@ -8,7 +8,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
 import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
-import { openBatch, type BatchGeometry, type KeyTable } from '../split/batch.ts';
+import { openBatch, sealedRunOffsets, type BatchGeometry, type BatchShape, type BlockOutcome, type KeyTable, type SealRun } from '../split/batch.ts';
+import type { IoStrip, SlotWrite } from '../split/io-batch.ts';
+import { TickBatcher } from '../split/tick-batcher.ts';
+import { HandleDevice } from '../device/handle-device.ts';
 import { inlineRunner, type SplitRunner } from '../split/split-pool.ts';
 import { NotEnoughSharesError, sessionKeyBytes, type ShareRejection } from '../split/split.ts';
 import { KeySlotState, addWrapper, newHeader, removeWrapper, type SessionKeySlot, type StripHeader, type Wrapper } from '../strip/header.ts';
@@ -24,6 +27,10 @@ import { BlockCache, blockCacheBytesDefault, blockCacheBytesMax, type BlockCache
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
 export const blocksPerIoMax = 256;
+/** Slot bytes per worker write message: larger turns are cut so every worker copies a share. */
+export const fdWriteBytesPerJob = 1024 * 1024;
+/** A worker's strip I/O that takes longer is given up and redone through the devices (which fail the slow strip). */
+export const fdIoTimeoutMs = 5_000;
 /** Batches smaller than this are sealed/opened on the calling thread: a worker round trip costs more. */
 export const poolBlocksMin = 4;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
@@ -249,6 +256,28 @@ export class Volume {
   private retiring: Promise<void> | null = null;
   /** Scrub, rebuild or re-key passes running: stale strips being caught up show as rebuilding. */
   private passes = 0;
+  /** Seals of one event-loop turn go to the runner together (see TickBatcher). */
+  private readonly sealer = new TickBatcher<SealItem, Uint8Array[]>({
+    run: (items) => this.sealItems(items),
+    weight: (item) => item.run.count,
+    weightMax: blocksPerIoMax,
+    parallelism: () => this.runner.parallelism,
+  });
+  /** Reads done by workers on the strips' descriptors, one turn's worth per message. */
+  private readonly fdReader = new TickBatcher<FdReadItem, FdReadResult>({
+    run: (items) => this.fdReadItems(items),
+    weight: (item) => item.count,
+    weightMax: blocksPerIoMax,
+    parallelism: () => this.runner.parallelism,
+    key: (item) => `${item.strips.map((s) => s.index).join(',')}/${item.stale.join(',')}`,
+  });
+  /** Slot writes done by workers on the strips' descriptors, one turn's worth per message. */
+  private readonly fdWriter = new TickBatcher<FdWriteItem, (string | null)[]>({
+    run: (items) => this.fdWriteItems(items),
+    weight: (item) => item.writes.reduce((a, w) => a + w.data.length, 0),
+    weightMax: fdWriteBytesPerJob,
+    parallelism: () => this.runner.parallelism,
+  });
 
   private constructor(
     first: Strip,
@@ -940,25 +969,16 @@ export class Volume {
       zero ??= new Uint8Array(count);
       zero[i] = 1;
     }
-    const out = await this.runnerFor(count).seal({
-      ...this.batchGeometry(first, count),
-      generation,
-      epoch: this.epoch,
-      blocks,
-      zero,
-      targets: targets.map((t) => t.index),
-    });
+    const epoch = this.epoch;
+    const targetIndices = targets.map((t) => t.index);
+    const out = await this.sealer.add({ run: { first, count, generation, epoch, zero, targets: targetIndices }, blocks });
     // Journalled durably before any share goes out: a crash from here on is rolled forward.
     const entry = this.owl
-      ? await this.owl.append({ first, count, epoch: this.epoch, generation, targets: targets.map((t) => t.index), slotBytes: this.slotBytes, shares: out })
+      ? await this.owl.append({ first, count, epoch, generation, targets: targetIndices, slotBytes: this.slotBytes, shares: out })
       : null;
     if (entry) crashPoint('owl.appended');
     if (entry) appended.push(entry);
-    const writeOne = async (t: Member, p: number): Promise<void> => {
-      await this.deadline(t.strip!.writeSlots(first, asBuffer(out[p]!)), t, 'write');
-      crashPoint('volume.strip-written');
-    };
-    const results = await Promise.allSettled(targets.map(writeOne));
+    const results = await this.writeShares(first, targets, out);
     let ok = 0;
     for (let p = 0; p < targets.length; p++) {
       const r = results[p]!;
@@ -974,11 +994,124 @@ export class Volume {
     if (entry) this.owl!.complete(entry);
   }
 
+  /**
+   * Writes one write's shares to its target strips. Where every target's device is a descriptor a
+   * worker can write (file or block device) and the runner has workers, the writes of this turn go
+   * out in one worker message; a target whose worker write failed or did not finish in time is
+   * written again through its device (the same shares, so the same bytes), which also decides its health.
+   */
+  private async writeShares(first: number, targets: readonly Member[], out: readonly Uint8Array[]): Promise<PromiseSettledResult<void>[]> {
+    const slow = async (t: Member, p: number): Promise<void> => {
+      await this.deadline(t.strip!.writeSlots(first, asBuffer(out[p]!)), t, 'write');
+      crashPoint('volume.strip-written');
+    };
+    const io = this.runner.writeSlots ? targets.map(ioStrip) : [];
+    if (io.length === 0 || io.some((s) => s === null)) return Promise.allSettled(targets.map(slow));
+    const item: FdWriteItem = { writes: io.map((s, p) => ({ fd: s!.fd, offset: s!.dataOffset + first * this.slotBytes, data: out[p]!, group: 0 })), cancel: null };
+    const job = this.fdWriter.add(item);
+    for (const t of targets) (t.strip!.device as HandleDevice).hold(job);
+    const errors = await orAfter(
+      job.catch(() => null),
+      Math.min(this.ioTimeoutMs, fdIoTimeoutMs),
+      null,
+    );
+    // Given up on (or failed): what the worker has not started must not land after our own rewrite.
+    if (errors === null) item.cancel?.();
+    return Promise.allSettled(
+      targets.map(async (t, p) => {
+        if (errors === null || errors[p] !== null) return slow(t, p);
+        crashPoint('volume.strip-written');
+      }),
+    );
+  }
+
+  /** Seals one turn's writes in one runner batch; per item, one share buffer per target. */
+  private async sealItems(items: readonly SealItem[]): Promise<Uint8Array[][]> {
+    const runs = items.map((it) => it.run);
+    let blocks: Buffer;
+    if (items.length === 1) blocks = items[0]!.blocks;
+    else {
+      blocks = Buffer.allocUnsafeSlow(items.reduce((a, it) => a + it.blocks.length, 0));
+      let at = 0;
+      for (const it of items) {
+        blocks.set(it.blocks, at);
+        at += it.blocks.length;
+      }
+    }
+    const packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs }, { moveBlocks: items.length > 1 });
+    const { offsets } = sealedRunOffsets(runs, this.slotBytes);
+    return runs.map((r, k) => {
+      const span = r.count * this.slotBytes;
+      return r.targets.map((_, p) => packed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span));
+    });
+  }
+
+  private async fdReadItems(items: readonly FdReadItem[]): Promise<FdReadResult[]> {
+    const r = await this.runner.readOpen!({ ...this.batchShape(items), strips: items[0]!.strips, runs: items.map(({ first, count }) => ({ first, count })), stale: items[0]!.stale });
+    if (!r.ok) return items.map(() => null);
+    const all = asBuffer(r.blocks);
+    let at = 0;
+    return items.map((it, k) => {
+      const blocks = all.subarray(at, at + it.count * this.blockBytes);
+      at += it.count * this.blockBytes;
+      return { blocks, outcomes: r.outcomes[k]! };
+    });
+  }
+
+  private async fdWriteItems(items: readonly FdWriteItem[]): Promise<(string | null)[][]> {
+    const cancel = new Int32Array(new SharedArrayBuffer(items.length * Int32Array.BYTES_PER_ELEMENT));
+    items.forEach((item, group) => {
+      item.cancel = () => Atomics.store(cancel, group, 1);
+    });
+    const flat = await this.runner.writeSlots!({ writes: items.flatMap((item, group) => item.writes.map((w) => ({ ...w, group }))), cancel });
+    let at = 0;
+    return items.map((item) => {
+      at += item.writes.length;
+      return flat.slice(at - item.writes.length, at);
+    });
+  }
+
+  /** Geometry and keys for a batch of runs: the key table covers every section they touch. */
+  private batchShape(runs: readonly { first: number; count: number }[]): BatchShape {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const r of runs) {
+      lo = Math.min(lo, r.first);
+      hi = Math.max(hi, r.first + r.count - 1);
+    }
+    return { volumeId: this.idBytes, m: this.m, n: this.n, blockBytes: this.blockBytes, slotBytes: this.slotBytes, keys: this.keyTable(lo, hi - lo + 1) };
+  }
+
+  /**
+   * Reads and opens a chunk on a worker, straight from the first M healthy strips' descriptors.
+   * Null when that cannot be done (stale or non-file strips, no workers) or did not give every
+   * block: the caller then reads through the devices, with hedging, fallbacks and repair.
+   */
+  private async readChunkByWorker(first: number, count: number): Promise<Buffer | null> {
+    if (!this.runner.readOpen) return null;
+    const healthy = this.readOrder().filter((m) => m.state === 'healthy').slice(0, this.m);
+    if (healthy.length < this.m) return null;
+    const strips = healthy.map(ioStrip);
+    if (strips.some((s) => s === null)) return null;
+    const stale = this.members.filter((m) => m.state === 'stale').map((m) => m.index);
+    const job = this.fdReader.add({ first, count, strips: strips as IoStrip[], stale });
+    for (const mem of healthy) (mem.strip!.device as HandleDevice).hold(job);
+    const r = await orAfter(
+      job.catch(() => null),
+      fdIoTimeoutMs,
+      null,
+    );
+    if (r === null || r.outcomes.some((o) => o.failed !== undefined)) return null;
+    for (const o of r.outcomes) this.noteRejections(first + o.i, o.rejected);
+    return r.blocks;
+  }
+
   /** Reads and opens `count` blocks from `first`; returns count × blockBytes bytes. */
   private async readBlocks(first: number, count: number): Promise<Buffer> {
     this.checkNotClosed();
     const cached = this.cache.getRun(first, count);
     if (cached) return cached;
+    if (count <= blocksPerIoMax) return this.readChunk(first, count);
     const out = Buffer.allocUnsafe(count * this.blockBytes);
     for (let done = 0; done < count; done += blocksPerIoMax) {
       const n = Math.min(blocksPerIoMax, count - done);
@@ -988,6 +1121,8 @@ export class Volume {
   }
 
   private async readChunk(first: number, count: number): Promise<Buffer> {
+    const fast = await this.readChunkByWorker(first, count);
+    if (fast !== null) return fast;
     const slotData = new Map<number, Buffer>();
     const readFrom = (members: Member[]) => this.readAll(members, first, count, slotData);
     const order = this.readOrder();
@@ -1381,6 +1516,44 @@ export class Volume {
 }
 
 const noZeroes = (): boolean => false;
+
+interface SealItem {
+  readonly run: SealRun;
+  readonly blocks: Buffer;
+}
+
+interface FdWriteItem {
+  readonly writes: readonly SlotWrite[];
+  /** Set once the item is in a worker batch: stops its writes not yet started. */
+  cancel: (() => void) | null;
+}
+
+interface FdReadItem {
+  readonly first: number;
+  readonly count: number;
+  readonly strips: readonly IoStrip[];
+  readonly stale: readonly number[];
+}
+
+/** Null: the worker's I/O failed or timed out; the read is redone through the devices. */
+type FdReadResult = { readonly blocks: Buffer; readonly outcomes: readonly BlockOutcome[] } | null;
+
+/** A strip whose device a worker can do positional I/O on: its descriptor and where slot 0 is. */
+function ioStrip(mem: Member): IoStrip | null {
+  const strip = mem.strip;
+  if (strip === null || !(strip.device instanceof HandleDevice)) return null;
+  const fd = strip.device.rawFd();
+  return fd === null ? null : { index: mem.index, fd, dataOffset: strip.base + strip.label.dataOffset };
+}
+
+/** Resolves with `op`'s value, or with `fallback` once `ms` have passed. */
+function orAfter<T>(op: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(fallback), ms);
+  });
+  return Promise.race([op, late]).finally(() => clearTimeout(timer));
+}
 
 function checkCacheBytes(bytes: number | undefined): number {
   if (bytes === undefined) return blockCacheBytesDefault;

@@ -1,0 +1,121 @@
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
+import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openBatch, sealRuns, sealedRunOffsets, type BatchShape, type SealRun } from '../../appliance/split/batch.ts';
+import { readOpenRuns, writeCancelled, writeSlotList, type IoStrip } from '../../appliance/split/io-batch.ts';
+import { SplitPool } from '../../appliance/split/split-pool.ts';
+import { slotBytesFor } from '../../appliance/strip/layout.ts';
+
+const slotBytes = slotBytesFor(4096, 2);
+const dataOffset = 8192;
+
+function shape(): BatchShape {
+  const keys = [0, 1, 2].map(() => [[randomBytes(32), null, null, null]]);
+  return { volumeId: randomBytes(16), m: 2, n: 3, blockBytes: 4096, slotBytes, keys: { sectionFirst: 0, keys, active: [[0], [0], [0]] } };
+}
+
+async function withFiles(t: { teardown(fn: () => unknown): void }, n: number): Promise<number[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'stripvault-io-batch-'));
+  const fds: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const path = join(dir, `s${i}`);
+    await writeFile(path, '');
+    await truncate(path, dataOffset + 64 * slotBytes);
+    fds.push(openSync(path, 'r+'));
+  }
+  t.teardown(async () => {
+    for (const fd of fds) closeSync(fd);
+    await rm(dir, { recursive: true, force: true });
+  });
+  return fds;
+}
+
+/** Two writes (runs) of a few blocks each, sealed in one batch. */
+function sealTwo(s: BatchShape) {
+  const runs: SealRun[] = [
+    { first: 3, count: 2, generation: 10, epoch: 1, zero: null, targets: [0, 1, 2] },
+    { first: 40, count: 3, generation: 12, epoch: 1, zero: new Uint8Array([0, 1, 0]), targets: [0, 1, 2] },
+  ];
+  const blocks = randomBytes(5 * 4096);
+  blocks.fill(0, 3 * 4096, 4 * 4096);
+  return { runs, blocks, sealed: sealRuns({ ...s, blocks, runs }) };
+}
+
+test('sealRuns lays out every run as sealedRunOffsets says, and each run opens to its blocks', (t) => {
+  const s = shape();
+  const { runs, blocks, sealed } = sealTwo(s);
+  const { offsets, bytes } = sealedRunOffsets(runs, slotBytes);
+  t.is(sealed.length, bytes);
+  let at = 0;
+  runs.forEach((r, k) => {
+    const span = r.count * slotBytes;
+    const slots = [1, 2].map((strip) => [strip, sealed.subarray(offsets[k]! + strip * span, offsets[k]! + (strip + 1) * span)] as const);
+    const opened = openBatch({ ...s, first: r.first, count: r.count, slots, complete: false });
+    t.deepEqual(opened.outcomes, []);
+    t.true(Buffer.from(opened.blocks).equals(blocks.subarray(at, at + r.count * 4096)));
+    at += r.count * 4096;
+  });
+  t.throws(() => sealRuns({ ...s, blocks: blocks.subarray(4096), runs }), { message: /blocks do not match/ });
+});
+
+test('slots written by writeSlotList are read and opened by readOpenRuns; a bad descriptor is reported, not thrown', async (t) => {
+  const s = shape();
+  const fds = await withFiles(t, 3);
+  const { runs, blocks, sealed } = sealTwo(s);
+  const { offsets } = sealedRunOffsets(runs, slotBytes);
+  const writes = runs.flatMap((r, k) =>
+    r.targets.map((strip, p) => {
+      const span = r.count * slotBytes;
+      return { fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span), group: k };
+    }),
+  );
+  const cancel = new Int32Array(new SharedArrayBuffer(8));
+  t.deepEqual(writeSlotList({ writes, cancel }), writes.map(() => null));
+  const strips: IoStrip[] = [0, 2].map((index) => ({ index, fd: fds[index]!, dataOffset }));
+  const r = readOpenRuns({ ...s, strips, runs: runs.map(({ first, count }) => ({ first, count })), stale: [] });
+  if (!r.ok) return t.fail(r.message);
+  t.true(Buffer.from(r.blocks).equals(blocks));
+  t.deepEqual(r.outcomes, [[], []]);
+  // Unwritten slots read as zeros (never written).
+  const empty = readOpenRuns({ ...s, strips, runs: [{ first: 20, count: 2 }], stale: [] });
+  t.true(empty.ok && Buffer.from(empty.blocks).equals(Buffer.alloc(2 * 4096)));
+  // A corrupted share is an outcome (the caller then reads the other strips), not an exception.
+  const badFd = readOpenRuns({ ...s, strips: [{ index: 0, fd: 987_654, dataOffset }, strips[1]!], runs: [{ first: 3, count: 1 }], stale: [] });
+  t.like(badFd, { ok: false, strip: 0, errno: 'EBADF' });
+  t.deepEqual(writeSlotList({ writes: [{ ...writes[0]!, fd: 987_654 }], cancel })[0]?.startsWith('EBADF'), true);
+});
+
+test('a cancelled group is skipped; other groups of the same batch are written', async (t) => {
+  const fds = await withFiles(t, 1);
+  const cancel = new Int32Array(new SharedArrayBuffer(8));
+  Atomics.store(cancel, 1, 1);
+  const data = randomBytes(slotBytes);
+  const out = writeSlotList({
+    writes: [
+      { fd: fds[0]!, offset: dataOffset, data, group: 0 },
+      { fd: fds[0]!, offset: dataOffset + slotBytes, data, group: 1 },
+    ],
+    cancel,
+  });
+  t.deepEqual(out, [null, writeCancelled]);
+});
+
+test('the pool runs sealRuns, readOpen and writeSlots as inline does', async (t) => {
+  const pool = new SplitPool(2);
+  t.teardown(() => pool.close());
+  const s = shape();
+  const fds = await withFiles(t, 3);
+  const { runs, blocks } = sealTwo(s);
+  const packed = Buffer.from(blocks);
+  const sealed = await pool.sealRuns({ ...s, blocks: packed, runs }, { moveBlocks: true });
+  t.is(packed.length, 0, 'the packed blocks moved to the worker');
+  const { offsets } = sealedRunOffsets(runs, slotBytes);
+  const cancel = new Int32Array(new SharedArrayBuffer(4));
+  const writes = runs.flatMap((r, k) => r.targets.map((strip, p) => ({ fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * r.count * slotBytes, offsets[k]! + (p + 1) * r.count * slotBytes), group: 0 })));
+  t.deepEqual(await pool.writeSlots({ writes, cancel }), writes.map(() => null));
+  const r = await pool.readOpen({ ...s, strips: [1, 2].map((index) => ({ index, fd: fds[index]!, dataOffset })), runs, stale: [] });
+  t.true(r.ok && Buffer.from(r.blocks).equals(blocks));
+});
