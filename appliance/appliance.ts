@@ -230,8 +230,9 @@ export class Appliance {
     if (wrappers.length === 0) {
       fail(ErrorCode.VolumeUnavailable, `volume ${record.name} is presented to no community of interest: no key opens it (withdrawn or shredded)`);
     }
+    const owl = await this.openOwl(record);
     const volume = await Volume.open({
-      owl: await this.openOwl(record),
+      owl,
       locations,
       wrappers,
       expectId: record.id,
@@ -239,9 +240,15 @@ export class Appliance {
       generationFloor: record.generationReserved,
       staleStrips: record.strips.filter((s) => s.state === 'stale').map((s) => s.index),
       ...(this.runner ? { runner: this.runner } : {}),
-    }).finally(() => {
-      for (const w of wrappers) w.key.fill(0);
-    });
+    })
+      .catch(async (e: unknown) => {
+        // The journal stays as it is for the next attempt; only its handle goes.
+        await owl.close().catch(() => undefined);
+        throw e;
+      })
+      .finally(() => {
+        for (const w of wrappers) w.key.fill(0);
+      });
     const health = volume.health();
     await this.store.setVolumeState(record.id, health.state === 'healthy' ? 'online' : 'degraded');
     for (const s of health.strips) if (s.state !== 'healthy') await this.store.setStripState(record.id, s.index, s.state);
