@@ -443,7 +443,8 @@ export class Appliance {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
-    this.log.log('warn', 'volume.owl_created', { volume: record.name, reason: 'no outstanding write list found; starting an empty one' });
+    // Administrators must see this: if the volume crashed mid-write before, its torn writes cannot be rolled forward.
+    await this.event('volume.owl_missing', record.id, { name: record.name, reason: 'no outstanding write list found; starting an empty one' });
     await mkdir(join(this.dataDir, owlDirName), { recursive: true });
     return Owl.create(this.owlPath(record.id), uuidToBytes(record.id), owlRingBytesFor(slotBytesFor(record.blockSize, record.m), record.n));
   }

@@ -17,6 +17,7 @@
  *   behind the hole, so every later append is refused (fail closed) until the volume is reopened.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import {
   decodeOwlRecordHeader,
@@ -152,6 +153,13 @@ export class Owl {
       await fh.truncate(owlRingOffset + ringBytes);
       await fh.write(encodeOwlSuperblock(sb), 0, owlSuperBytes, 0);
       await fh.sync();
+      // The directory entry too: a journal that vanishes after a power cut protects nothing.
+      const dir = await open(dirname(path), 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
       return new Owl(path, fh, sb, [], 0);
     } catch (e) {
       await fh.close();
@@ -372,7 +380,14 @@ export class Owl {
         ? Promise.reject(this.#broken)
         : (async () => {
             // Records of a group sit back to back in the ring (but for a wrap): one writev per run.
-            await Promise.all(contiguousRuns(batch).map((run) => this.#fh.writev(run.buffers, owlRingOffset + run.pos)));
+            await Promise.all(
+              contiguousRuns(batch).map(async (run) => {
+                const { bytesWritten } = await this.#fh.writev(run.buffers, owlRingOffset + run.pos);
+                const expected = run.buffers.reduce((n, b) => n + b.length, 0);
+                // A short write (a full disk on the ring's first lap: the file is sparse) is a failed one.
+                if (bytesWritten !== expected) throw new Error(`short write: ${bytesWritten} of ${expected} bytes`);
+              }),
+            );
             await this.#fh.datasync();
           })();
       const previous = this.#writing ?? Promise.resolve();
