@@ -8,7 +8,6 @@ import { ErrorCode, fail, isStripvaultError } from './errors.ts';
 import type { Appliance } from './appliance.ts';
 import { Strip } from './strip/strip.ts';
 import type { StripLocation } from './strip/strip.ts';
-import type { Volume } from './volume/volume.ts';
 import { audited } from '../keymgr/audit.ts';
 import type { Actor, ShredReport, VirtualDiskInfo, VolumeKeyOps } from '../keymgr/key-manager-api.ts';
 
@@ -44,6 +43,11 @@ export class VirtualDisks implements VolumeKeyOps {
       fail(ErrorCode.StoreConflict, `"${name}" is the last virtual disk of volume ${disk.volumeName}: remove or shred the volume instead`);
     }
     const volume = await a.openVolume(disk.volumeId);
+    // Checked before the record changes: the COI's key cannot leave a header that is out of reach.
+    const away = volume.health().strips.filter((st) => st.state === 'missing' || st.state === 'failed').map((st) => st.index);
+    if (away.length > 0) {
+      fail(ErrorCode.VolumeUnavailable, `volume ${disk.volumeName}: strip(s) ${away.join(', ')} out of service; withdraw once they are back or rebuilt`, { strips: away });
+    }
     await a.keys.withdrawVirtualDisk(name, actor);
     // The COI's keys no longer open this volume (another of its COIs still does).
     for (const id of await this.#coiKeyIds(disk.coi)) if (volume.wrapperIds().includes(id)) await volume.removeWrapper(Buffer.from(id, 'hex'));
@@ -174,4 +178,3 @@ export class VirtualDisks implements VolumeKeyOps {
 
 }
 
-export type { Volume };
