@@ -135,7 +135,7 @@ export async function ensureEmbeddedDefault(appliance: Appliance, log: Logger): 
  * certificate is issued by the appliance CA when the first client asks (kept in memory only, so
  * no private key is ever on disk) for 127.0.0.1, localhost and the --tls-host names.
  */
-function lazyNbdTls(appliance: Appliance, hostNames: readonly string[], log: Logger): NbdTlsOptions {
+function lazyNbdTls(appliance: Appliance, hostNames: readonly string[], log: Logger): { tls: NbdTlsOptions; forget: () => void } {
   let ready: Promise<NbdTlsOptions> | null = null;
   const build = async (): Promise<NbdTlsOptions> => {
     const status = await appliance.keys.status();
@@ -156,23 +156,29 @@ function lazyNbdTls(appliance: Appliance, hostNames: readonly string[], log: Log
     });
   };
   return {
-    mode: 'optional',
-    async upgrade(socket, peer) {
-      ready ??= build().catch((e: unknown) => {
-        ready = null;
-        throw e;
-      });
-      return (await ready).upgrade!(socket, peer);
+    tls: {
+      mode: 'optional',
+      async upgrade(socket, peer) {
+        ready ??= build().catch((e: unknown) => {
+          ready = null;
+          throw e;
+        });
+        return (await ready).upgrade!(socket, peer);
+      },
+    },
+    // At seal: the server key goes with the rest; the next TLS client after an unseal gets a new one.
+    forget: () => {
+      ready = null;
     },
   };
 }
 
 /** A KeyManagerApi for the admin API whose seal() also closes every open volume (their keys go too). */
-function sealingKeyManager(appliance: Appliance): KeyManagerApi {
+function sealingKeyManager(appliance: Appliance, onSeal: () => void): KeyManagerApi {
   const keys = appliance.keys;
   return new Proxy(keys, {
     get(target, prop) {
-      if (prop === 'seal') return (actor: Actor) => appliance.seal(actor);
+      if (prop === 'seal') return (actor: Actor) => appliance.seal(actor).finally(onSeal);
       const value: unknown = Reflect.get(target, prop, target);
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
@@ -210,10 +216,11 @@ export async function serve(opts: ServeOptions): Promise<number> {
         });
       }
     }
+    const nbdTls = lazyNbdTls(appliance, opts.tlsHosts ?? [], log);
     if (apiAddress) {
       const { token } = await loadOrCreateApiToken(appliance.dataDir);
       const app = buildApi({
-        keyManager: sealingKeyManager(appliance),
+        keyManager: sealingKeyManager(appliance, nbdTls.forget),
         volumeKeyOps: new VirtualDisks(appliance),
         applianceOps: applianceAdminOps(appliance),
         token,
@@ -225,7 +232,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
     server = await startNbdServer({
       listen,
       exports: virtualDiskRegistry(appliance),
-      tls: lazyNbdTls(appliance, opts.tlsHosts ?? [], log),
+      tls: nbdTls.tls,
       log: (ev) =>
         log.log(ev.event === 'protocol-violation' || ev.event === 'request-failed' || ev.event === 'tls-upgrade-failed' ? 'warn' : 'debug', `nbd.${ev.event}`, { ...ev }),
     });
