@@ -21,6 +21,7 @@ import { openStore, type DeviceRecord, type Store, type StoreConfig, type Volume
 import { Owl, owlRingBytesFor } from './volume/owl.ts';
 import { Volume, stripBytesForVolume, uuidToBytes, validateVolumeShape, type OwlRecoveryReport, type ScrubOptions, type StripState } from './volume/volume.ts';
 import { slotBytesFor } from './strip/layout.ts';
+import { Strip } from './strip/strip.ts';
 
 export const storeDirName = 'store';
 /** Outstanding write lists live here, one file per volume: on the appliance's own disk, beside the store. */
@@ -285,6 +286,19 @@ export class Appliance {
     // none presents it, it cannot be opened again while it closes.
     for (const d of await this.keys.listVirtualDisks({ volumeId: record.id })) await this.keys.withdrawVirtualDisk(d.name, actor);
     await this.closeVolume(record.id);
+    // Its regions are about to be free for reuse: the strip headers (every wrapped key) go first,
+    // so what stays on the devices until overwritten is unreadable by any key. Unreachable strips
+    // keep theirs (reported); `volume shred` also destroys the keys.
+    const unreachable: number[] = [];
+    for (const s of record.strips) {
+      try {
+        await Strip.wipeHeadersAt({ device: await this.deviceById(s.deviceId), base: s.offsetBytes });
+      } catch (e) {
+        if (!(e instanceof StripvaultError)) throw e;
+        unreachable.push(s.index);
+      }
+    }
+    if (unreachable.length > 0) await this.event('volume.remove_headers_unreachable', record.id, { name: record.name, strips: unreachable });
     await this.store.removeVolume(record.id);
     await rm(this.owlPath(record.id), { force: true });
     await this.event('volume.removed', record.id, { name: record.name });
