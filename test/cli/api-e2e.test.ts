@@ -10,15 +10,15 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { ErrorCode } from '../../appliance/errors.ts';
 import { initMasterKey } from '../../keymgr/master-key.ts';
-import { main } from '../../cli/main.ts';
 import { serve } from '../../cli/serve.ts';
 import { tool, toolOk } from '../nbd/helpers.ts';
 import { withTempDir } from '../helpers/volumes.ts';
+import { runCli, type CliRun } from '../helpers/cli-run.ts';
 
 const MiB = 1024 * 1024;
 const startWaitMs = 60_000;
@@ -76,31 +76,11 @@ async function startServe(t: ExecutionContext, data: string): Promise<Running> {
   return r;
 }
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  return {
-    stream: new Writable({
-      write(chunk, _enc, done) {
-        chunks.push(Buffer.from(chunk));
-        done();
-      },
-    }),
-    text: () => Buffer.concat(chunks).toString('utf8'),
-  };
-}
+type Run = CliRun;
 
 /** `stripvault --data DATA --api URL ...` through main(argv, io); DATA only supplies the token file. */
-async function cli(r: Running, args: string[], stdin = ''): Promise<Run> {
-  const out = sink();
-  const err = sink();
-  const code = await main(['--data', r.data, '--api', r.apiUrl, ...args], { stdin: Readable.from([Buffer.from(stdin)]), stdout: out.stream, stderr: err.stream });
-  return { code, stdout: out.text(), stderr: err.text() };
+function cli(r: Running, args: string[], stdin = ''): Promise<Run> {
+  return runCli(['--data', r.data, '--api', r.apiUrl, ...args], stdin);
 }
 
 async function ok(t: ExecutionContext, r: Running, args: string[], stdin?: string): Promise<string> {
@@ -300,11 +280,9 @@ test('the device and volume routes of a real serve: token required, bad bodies r
     const saved = process.env.STRIPVAULT_API;
     process.env.STRIPVAULT_API = r.apiUrl;
     try {
-      const out = sink();
-      const err = sink();
-      const code = await main(['--data', r.data, 'device', 'list', '--json'], { stdin: Readable.from([]), stdout: out.stream, stderr: err.stream });
-      t.is(code, 0, err.text());
-      const listed = JSON.parse(out.text()) as Array<Record<string, unknown>>;
+      const run = await runCli(['--data', r.data, 'device', 'list', '--json']);
+      t.is(run.code, 0, run.stderr);
+      const listed = JSON.parse(run.stdout) as Array<Record<string, unknown>>;
       t.deepEqual(
         listed.map((d) => d.name),
         ['d0', 'd1'],

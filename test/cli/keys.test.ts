@@ -9,33 +9,15 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
 import { loadOrCreateApiToken } from '../../admin-ui/api-token.ts';
 import { ErrorCode } from '../../appliance/errors.ts';
 import { resolveApiToken } from '../../cli/api-client.ts';
 import { isKeysCommand, shareInputBytesMax } from '../../cli/keys.ts';
-import { main } from '../../cli/main.ts';
 import { startFakeApi, type FakeApi } from '../helpers/api-harness.ts';
 import { withTempDir } from '../helpers/volumes.ts';
+import { runCli, type CliRun } from '../helpers/cli-run.ts';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  return {
-    stream: new Writable({
-      write(chunk, _enc, done) {
-        chunks.push(Buffer.from(chunk));
-        done();
-      },
-    }),
-    text: () => Buffer.concat(chunks).toString('utf8'),
-  };
-}
+type Run = CliRun;
 
 interface Env {
   api: FakeApi;
@@ -50,12 +32,7 @@ async function withCli(fn: (env: Env) => Promise<void>, options: Parameters<type
     const { token } = await loadOrCreateApiToken(data);
     const api = await startFakeApi({ ...options, token });
     try {
-      const cli = async (args: string[], stdin = ''): Promise<Run> => {
-        const out = sink();
-        const err = sink();
-        const code = await main(['--data', data, '--api', api.url, ...args], { stdin: Readable.from([Buffer.from(stdin)]), stdout: out.stream, stderr: err.stream });
-        return { code, stdout: out.text(), stderr: err.text() };
-      };
+      const cli = (args: string[], stdin = ''): Promise<Run> => runCli(['--data', data, '--api', api.url, ...args], stdin);
       await fn({ api, data, dir, cli });
     } finally {
       await api.close();
@@ -329,14 +306,11 @@ test('no API, no token, a wrong token, a bad --api: clear messages and exit code
     t.is(r.stderr, `stripvault: SV_API_UNAVAILABLE: no appliance API at http://127.0.0.1:${port} (connection refused): is \`stripvault serve\` running? (or pass --api URL)\n`);
 
     const empty = join(env.dir, 'empty');
-    const out = sink();
-    const err = sink();
-    let code = await main(['--data', empty, '--api', env.api.url, 'coi', 'list'], { stdin: Readable.from([]), stdout: out.stream, stderr: err.stream });
-    t.is(code, 1);
-    t.regex(err.text(), /^stripvault: SV_AUTH_FAILED: no API token/);
+    const noToken = await runCli(['--data', empty, '--api', env.api.url, 'coi', 'list']);
+    t.is(noToken.code, 1);
+    t.regex(noToken.stderr, /^stripvault: SV_AUTH_FAILED: no API token/);
     // status needs no token at all.
-    code = await main(['--data', empty, '--api', env.api.url, 'status'], { stdin: Readable.from([]), stdout: sink().stream, stderr: sink().stream });
-    t.is(code, 0);
+    t.is((await runCli(['--data', empty, '--api', env.api.url, 'status'])).code, 0);
 
     const wrong = join(env.dir, 'wrong-token');
     await writeFile(wrong, 'b'.repeat(64), { mode: 0o600 });
