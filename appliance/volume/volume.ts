@@ -1017,12 +1017,36 @@ export class Volume {
     );
     // Given up on (or failed): what the worker has not started must not land after our own rewrite.
     if (errors === null) item.cancel?.();
-    return Promise.allSettled(
+    const results = await Promise.allSettled(
       targets.map(async (t, p) => {
         if (errors === null || errors[p] !== null) return slow(t, p);
         crashPoint('volume.strip-written');
       }),
     );
+    if (errors === null) {
+      // A worker pwrite already under way cannot be cancelled. It writes the very bytes just rewritten,
+      // so it is harmless unless it lands after a *newer* write to these slots: keep this write (and its
+      // range lock) until it has settled. If it never does, its strips cannot be trusted: failed.
+      const settled = await orAfter(
+        job.then(
+          () => true,
+          () => true,
+        ),
+        this.ioTimeoutMs,
+        false,
+      );
+      if (!settled) {
+        // Counted as failed writes too: the caller then needs M others, or refuses the write.
+        return Promise.all(
+          targets.map(async (t): Promise<PromiseSettledResult<void>> => {
+            const reason = new StripvaultError(ErrorCode.DeviceIo, `strip ${t.index}: a worker write did not finish within ${this.ioTimeoutMs} ms`, { strip: t.index, errno: 'ETIMEDOUT' });
+            await this.markFailed(t, reason);
+            return { status: 'rejected', reason };
+          }),
+        );
+      }
+    }
+    return results;
   }
 
   /** Seals one turn's writes in one runner batch; per item, one share buffer per target. */
@@ -1098,7 +1122,7 @@ export class Volume {
     for (const mem of healthy) (mem.strip!.device as HandleDevice).hold(job);
     const r = await orAfter(
       job.catch(() => null),
-      fdIoTimeoutMs,
+      Math.min(this.ioTimeoutMs, fdIoTimeoutMs),
       null,
     );
     if (r === null || r.outcomes.some((o) => o.failed !== undefined)) return null;
@@ -1364,8 +1388,11 @@ export class Volume {
   /** Records in every reachable header that these strips missed writes (once per strip). */
   private async markStale(missed: Member[]): Promise<void> {
     const bits = missed.reduce((acc, m) => acc | (1 << m.index), 0);
+    if (bits === 0) return;
     const targets = this.available();
-    if (bits === 0 || targets.every((t) => (t.strip!.header.body.staleStrips & bits) === bits)) return;
+    // Too few strips to record it on is not "already recorded": the caller's write cannot stand.
+    if (targets.length < this.m) this.unavailable('stale mark');
+    if (targets.every((t) => (t.strip!.header.body.staleStrips & bits) === bits)) return;
     await this.rewriteHeaders((body) => {
       body.staleStrips |= bits;
     });

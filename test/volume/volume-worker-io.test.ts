@@ -109,3 +109,68 @@ test('with a strip gone the volume keeps reading and writing (through the device
     for (const dev of devices) await dev.close();
   });
 });
+
+test('a worker write given up on (still in flight) holds its write until it settles: a newer write to the slots is never overtaken', async (t) => {
+  await withTempDir(async (dir) => {
+    const devices = await fileDevices(dir, 3, stripBytesForVolume(size, 4096, 2));
+    const wrapper = testWrapper();
+    // A runner that does the worker's strip writes itself, late: the first batch is held back until
+    // released, as a pwrite stuck in a slow kernel would be.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let first = true;
+    const { writeSlotList } = await import('../../appliance/split/io-batch.ts');
+    const { inlineRunner } = await import('../../appliance/split/split-pool.ts');
+    const slowRunner = {
+      ...inlineRunner,
+      async writeSlots(batch: Parameters<NonNullable<typeof inlineRunner.writeSlots>>[0]) {
+        if (first) {
+          first = false;
+          await held;
+          // Ignore the cancel flags: this models writes already under way.
+          return writeSlotList({ ...batch, cancel: new Int32Array(batch.cancel.length) });
+        }
+        return writeSlotList(batch);
+      },
+    };
+    const v = await Volume.create({ name: 'late', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], regionsZeroed: true, runner: slowRunner as never, cacheBytes: 0, ioTimeoutMs: 1000 });
+    const older = Buffer.alloc(4096, 1);
+    const newer = Buffer.alloc(4096, 2);
+    let olderDone = false;
+    const w1 = v.write(0, older).then(() => (olderDone = true));
+    // Past the worker timeout (1 s) the write is redone through the devices, but it is not answered
+    // (and its range stays locked) while the held worker write may still land (up to 1 s more).
+    await new Promise((r) => setTimeout(r, 1400));
+    t.false(olderDone, 'the first write waits for its stuck worker write');
+    const w2 = v.write(0, newer);
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    await w1;
+    await w2;
+    t.true((await v.read(0, 4096)).equals(newer));
+    t.deepEqual(
+      v.health().strips.map((st) => st.state),
+      ['healthy', 'healthy', 'healthy'],
+      'a worker write that settles in time fails nothing',
+    );
+    await v.close();
+    const again = await Volume.open({ locations: devices.map((device) => ({ device, base: 0 })), wrappers: [wrapper], expectId: v.id, cacheBytes: 0 });
+    t.true((await again.read(0, 4096)).equals(newer), 'the newer write is what the strips hold');
+    t.is((await again.scrub()).blocksRepaired, 0, 'no strip holds the older share');
+    await again.close();
+  });
+});
+
+test('a worker write that never settles fails its strips, and the write is refused rather than reported done', async (t) => {
+  await withTempDir(async (dir) => {
+    const devices = await fileDevices(dir, 3, stripBytesForVolume(size, 4096, 2));
+    const { inlineRunner } = await import('../../appliance/split/split-pool.ts');
+    const stuck = { ...inlineRunner, writeSlots: () => new Promise<(string | null)[]>(() => undefined) };
+    const v = await Volume.create({ name: 'stuck', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, runner: stuck as never, cacheBytes: 0, ioTimeoutMs: 100 });
+    await t.throwsAsync(v.write(0, randomBytes(4096)), { code: 'SV_VOLUME_UNAVAILABLE' } as never);
+    t.deepEqual(
+      v.health().strips.map((st) => st.state),
+      ['failed', 'failed', 'failed'],
+    );
+  });
+});
