@@ -56,6 +56,16 @@ const respawnDelayMsMin = 100;
 const respawnDelayMsMax = 30_000;
 /** Batches in flight per worker before callers wait: enough to keep it busy, bounded memory. */
 export const splitQueuePerWorkerMax = 8;
+/**
+ * A worker whose strip I/O job (a blocking pread/pwrite) has not answered in this long is stuck on a
+ * hung device: it is replaced, and every job queued on it fails (callers fall back or report an
+ * error) instead of waiting behind it for ever. Its thread may stay blocked in the kernel; it is
+ * abandoned. Longer than any caller's own I/O deadline, so callers have given up first.
+ */
+export const workerIoStuckMs = 10_000;
+
+/** The code of jobs failed because their worker got stuck: a strip write may still land later. */
+export const workerStuckMessage = 'split worker stuck in strip I/O';
 
 export type JobOp = 'seal' | 'open' | 'sealRuns' | 'readOpen' | 'writeSlots';
 type Job = { id: number; op: JobOp; batch: unknown };
@@ -64,6 +74,8 @@ type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false
 interface Slot {
   worker: Worker;
   pending: Map<number, { resolve: (r: unknown) => void; reject: (e: unknown) => void }>;
+  /** Set when the worker was given up on: its late replies are ignored. */
+  abandoned?: boolean;
 }
 
 /**
@@ -94,8 +106,11 @@ export class SplitPool implements SplitRunner {
   private respawnDelayMs = 0;
   private lastDeathMs = 0;
 
-  constructor(workers = Math.min(availableParallelism(), splitWorkersMax)) {
+  private readonly ioStuckMs: number;
+
+  constructor(workers = Math.min(availableParallelism(), splitWorkersMax), opts: { ioStuckMs?: number } = {}) {
     assert(Number.isInteger(workers) && workers >= 1 && workers <= splitWorkersMax, 'split worker count');
+    this.ioStuckMs = opts.ioStuckMs ?? workerIoStuckMs;
     for (let i = 0; i < workers; i++) this.slots.push(this.spawn());
   }
 
@@ -182,6 +197,18 @@ export class SplitPool implements SplitRunner {
     return slot;
   }
 
+  /** Replaces a worker stuck in strip I/O; its queued jobs fail with workerStuckMessage. */
+  private abandon(slot: Slot): void {
+    const i = this.slots.indexOf(slot);
+    if (this.closed || i < 0 || slot.abandoned) return;
+    slot.abandoned = true;
+    this.slots[i] = this.spawn();
+    this.failAll(slot, new StripvaultError(ErrorCode.DeviceIo, workerStuckMessage, { errno: 'ETIMEDOUT' }));
+    // Best effort: a thread blocked in a system call ends only when the call returns.
+    void slot.worker.terminate().catch(() => undefined);
+    for (const w of this.waiters.splice(0)) w();
+  }
+
   private failAll(slot: Slot, e: unknown): void {
     for (const p of slot.pending.values()) p.reject(e);
     slot.pending.clear();
@@ -198,6 +225,11 @@ export class SplitPool implements SplitRunner {
           slot.pending.set(id, { resolve, reject });
           // Batches are copied (structured clone): callers keep their buffers, except those in `transfer`.
           slot.worker.postMessage(job, transfer);
+          if (op === 'readOpen' || op === 'writeSlots') {
+            setTimeout(() => {
+              if (slot.pending.has(id)) this.abandon(slot);
+            }, this.ioStuckMs).unref();
+          }
         });
       }
       await new Promise<void>((r) => this.waiters.push(r));

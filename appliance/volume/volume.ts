@@ -12,7 +12,7 @@ import { openBatch, sealedRunOffsets, type BatchGeometry, type BatchShape, type 
 import type { IoStrip, SlotWrite } from '../split/io-batch.ts';
 import { TickBatcher } from '../split/tick-batcher.ts';
 import { HandleDevice } from '../device/handle-device.ts';
-import { inlineRunner, type SplitRunner } from '../split/split-pool.ts';
+import { inlineRunner, workerStuckMessage, type SplitRunner } from '../split/split-pool.ts';
 import { NotEnoughSharesError, sessionKeyBytes, type ShareRejection } from '../split/split.ts';
 import { KeySlotState, addWrapper, newHeader, removeWrapper, type SessionKeySlot, type StripHeader, type Wrapper } from '../strip/header.ts';
 import { dataOffset, keySlotsPerSection, sectionCountFor, sectionOfSlot, sectionsMax, slotBytesFor, stripBytesFor } from '../strip/layout.ts';
@@ -1030,7 +1030,8 @@ export class Volume {
       const settled = await orAfter(
         job.then(
           () => true,
-          () => true,
+          // A worker abandoned as stuck has not finished its pwrite; any other failure has.
+          (e: unknown) => !(e instanceof StripvaultError && e.message === workerStuckMessage),
         ),
         this.ioTimeoutMs,
         false,

@@ -3,7 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { MemoryDevice } from '../../appliance/device/memory-device.ts';
 import { ErrorCode } from '../../appliance/errors.ts';
 import { openBatch, sealBatch, type SealBatch } from '../../appliance/split/batch.ts';
-import { SplitPool } from '../../appliance/split/split-pool.ts';
+import { SplitPool, workerStuckMessage } from '../../appliance/split/split-pool.ts';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { slotBytesFor } from '../../appliance/strip/layout.ts';
 import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
 import { testWrapper } from '../helpers/volumes.ts';
@@ -94,4 +97,22 @@ test('a worker-side StripvaultError keeps its stable code', async (t) => {
   const bad: SealBatch = { ...b, keys: { ...b.keys, keys: [[[new Uint8Array(5), null, null, null]], ...b.keys.keys.slice(1)] } };
   const e = await t.throwsAsync(pool.seal(bad));
   t.is((e as { code?: string }).code, ErrorCode.InvalidArgument);
+});
+
+test('a worker whose strip I/O does not answer is replaced: the jobs queued behind it fail, later ones are served', async (t) => {
+  // 50 ms stands in for workerIoStuckMs; a large seal ahead of the I/O job keeps it from answering.
+  const pool = new SplitPool(1, { ioStuckMs: 50 });
+  t.teardown(() => pool.close());
+  const dir = await mkdtemp(join(tmpdir(), 'sv-stuck-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const fh = await open(join(dir, 'f'), 'w+');
+  t.teardown(() => fh.close());
+  const long = pool.seal(batch(4096)).then(() => 'ok', (e: Error) => e.message);
+  const io = pool.writeSlots({ writes: [{ fd: fh.fd, offset: 0, data: new Uint8Array(4096), group: 0 }], cancel: new Int32Array(new SharedArrayBuffer(4)) }).then(
+    () => 'ok',
+    (e: Error) => e.message,
+  );
+  t.is(await io, workerStuckMessage);
+  t.is(await long, workerStuckMessage, 'what was queued on the stuck worker fails too, rather than waiting');
+  t.is((await pool.seal(batch(4))).length, 3, 'the replacement worker serves');
 });
