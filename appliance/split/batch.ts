@@ -2,8 +2,13 @@
  * Seal and open whole runs of consecutive blocks, producing and consuming strip slot bytes. Pure
  * (no I/O, no shared state), so the same code runs inline or in a worker of the split pool; inputs
  * and outputs are plain typed arrays that cross a worker boundary without copying.
+ *
+ * The native addon (native-seal.ts) does the work when it is built; the JavaScript engine below is
+ * the reference it is checked against, the fallback without it, and the judge of every block the
+ * native open's fast path declines.
  */
 import { assert } from '../errors.ts';
+import { openNative, sealNative } from './native-seal.ts';
 import { decodeSlot, encodeSlot } from '../strip/slot.ts';
 import { sectionOfSlot } from '../strip/layout.ts';
 import { NotEnoughSharesError, openBlock, sealBlock, type ShareRejection } from './split.ts';
@@ -122,19 +127,94 @@ export function sealedRunOffsets(runs: readonly Pick<SealRun, 'count' | 'targets
 export function sealRuns(b: SealRunsBatch): Uint8Array {
   const { offsets, bytes } = sealedRunOffsets(b.runs, b.slotBytes);
   assert(b.blocks.length === b.runs.reduce((a, r) => a + r.count * b.blockBytes, 0), 'sealRuns: blocks do not match the runs');
-  const out = Buffer.allocUnsafeSlow(bytes);
+  // Shared memory: the shares are ciphertext, and the journal and the strip writers on other threads
+  // then use them where they are instead of each receiving a copy.
+  const out = Buffer.from(new SharedArrayBuffer(bytes));
+  // Runs with the same epoch and targets (normally all of them) go to the native engine in one call:
+  // that is where small writes gain most.
   let blockAt = 0;
-  b.runs.forEach((r, k) => {
-    const span = r.count * b.slotBytes;
-    const dest = r.targets.map((_, p) => out.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span));
-    const blocks = b.blocks.subarray(blockAt, blockAt + r.count * b.blockBytes);
-    blockAt += r.count * b.blockBytes;
-    sealInto({ ...b, ...r, blocks }, dest);
-  });
+  for (let k = 0; k < b.runs.length; ) {
+    const r0 = b.runs[k]!;
+    let end = k + 1;
+    let blocks = r0.count;
+    while (end < b.runs.length && b.runs[end]!.epoch === r0.epoch && sameTargets(b.runs[end]!.targets, r0.targets)) blocks += b.runs[end++]!.count;
+    const group = b.runs.slice(k, end);
+    const groupBlocks = b.blocks.subarray(blockAt, blockAt + blocks * b.blockBytes);
+    if (!sealRunsNative(b, group, offsets.slice(k, end), groupBlocks, out)) {
+      let at = 0;
+      group.forEach((r, j) => {
+        const span = r.count * b.slotBytes;
+        const o = offsets[k + j]!;
+        const dest = r.targets.map((_, p) => out.subarray(o + p * span, o + (p + 1) * span));
+        sealIntoJs({ ...b, ...r, blocks: groupBlocks.subarray(at, at + r.count * b.blockBytes) }, dest);
+        at += r.count * b.blockBytes;
+      });
+    }
+    blockAt += blocks * b.blockBytes;
+    k = end;
+  }
   return out;
 }
 
+function sameTargets(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((t, i) => t === b[i]);
+}
+
+/** Runs sharing epoch and targets, sealed in one native call; false without the addon. */
+function sealRunsNative(b: SealRunsBatch, runs: readonly SealRun[], offsets: readonly number[], blocks: Uint8Array, out: Uint8Array): boolean {
+  const count = runs.reduce((a, r) => a + r.count, 0);
+  const targets = runs[0]!.targets;
+  const T = targets.length;
+  const addresses = new Float64Array(count);
+  const generations = new Float64Array(count);
+  const outOffsets = new Float64Array(count * T);
+  const anyZero = runs.some((r) => r.zero !== null);
+  const zero = anyZero ? new Uint8Array(count) : null;
+  let i = 0;
+  runs.forEach((r, k) => {
+    const span = r.count * b.slotBytes;
+    for (let j = 0; j < r.count; j++, i++) {
+      addresses[i] = r.first + j;
+      generations[i] = r.generation + j;
+      if (zero !== null && r.zero !== null) zero[i] = r.zero[j]!;
+      for (let p = 0; p < T; p++) outOffsets[i * T + p] = offsets[k]! + p * span + j * b.slotBytes;
+    }
+  });
+  return sealNative({
+    volumeId: b.volumeId,
+    m: b.m,
+    n: b.n,
+    blockBytes: b.blockBytes,
+    slotBytes: b.slotBytes,
+    keys: b.keys,
+    epoch: runs[0]!.epoch,
+    targets,
+    blocks,
+    zero,
+    addresses,
+    generations,
+    outs: targets.map(() => out),
+    outOffsets,
+  });
+}
+
 function sealInto(b: SealBatch, out: readonly Uint8Array[]): void {
+  const T = b.targets.length;
+  assert(out.length === T, 'sealInto: one output per target');
+  const addresses = new Float64Array(b.count);
+  const generations = new Float64Array(b.count);
+  const outOffsets = new Float64Array(b.count * T);
+  for (let i = 0; i < b.count; i++) {
+    addresses[i] = b.first + i;
+    generations[i] = b.generation + i;
+    for (let p = 0; p < T; p++) outOffsets[i * T + p] = i * b.slotBytes;
+  }
+  const native = sealNative({ ...b, addresses, generations, outs: out, outOffsets });
+  if (!native) sealIntoJs(b, out);
+}
+
+/** The JavaScript engine: one block at a time through split.ts. */
+export function sealIntoJs(b: SealBatch, out: readonly Uint8Array[]): void {
   const position = new Map(b.targets.map((t, p) => [t, p]));
   for (let i = 0; i < b.count; i++) {
     const address = b.first + i;
@@ -160,9 +240,19 @@ function sealInto(b: SealBatch, out: readonly Uint8Array[]): void {
 
 export function openBatch(b: OpenBatch): OpenBatchResult {
   const blocks = Buffer.alloc(b.count * b.blockBytes);
+  const status = openNative({ ...b, verifyAll: b.verifyAll === true }, blocks);
+  return openBatchJs(b, blocks, status);
+}
+
+/**
+ * The JavaScript engine, for every block whose status is not 0 (all of them without a status):
+ * blocks the native fast path opened are already in `blocks`.
+ */
+export function openBatchJs(b: OpenBatch, blocks: Buffer = Buffer.alloc(b.count * b.blockBytes), status: Uint8Array | null = null): OpenBatchResult {
   const outcomes: BlockOutcome[] = [];
   const slots = b.slots.map(([strip, data]) => [strip, Buffer.from(data.buffer, data.byteOffset, data.byteLength)] as const);
   for (let i = 0; i < b.count; i++) {
+    if (status !== null && status[i] === 0) continue;
     const address = b.first + i;
     const shares = slots.map(([strip, data]) => decodeSlot(strip, data.subarray(i * b.slotBytes, (i + 1) * b.slotBytes)));
     try {

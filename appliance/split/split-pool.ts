@@ -23,10 +23,10 @@ export interface SplitRunner {
   seal(batch: SealBatch): Promise<Uint8Array[]>;
   open(batch: OpenBatch): Promise<OpenBatchResult>;
   /**
-   * Several writes at once; the result is laid out as sealedRunOffsets says. With moveBlocks the
-   * blocks' buffer may be handed to another thread (detached): only for a buffer the caller made for this.
+   * Several writes at once; the result is laid out as sealedRunOffsets says. Blocks already in
+   * shared memory (a SharedArrayBuffer) are read where they are; others are copied there once.
    */
-  sealRuns(batch: SealRunsBatch, opts?: { moveBlocks?: boolean }): Promise<Uint8Array>;
+  sealRuns(batch: SealRunsBatch): Promise<Uint8Array>;
   /**
    * Present when batches may do their own strip I/O off the main thread: reads the slots of the
    * given strips and opens them (io-batch.ts).
@@ -87,6 +87,14 @@ function standalone(a: Uint8Array): Uint8Array {
   return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : new Uint8Array(a);
 }
 
+/** `a` itself if it lives in a SharedArrayBuffer (postMessage then shares, not copies, it), else a shared copy. */
+export function inSharedMemory(a: Uint8Array): Uint8Array {
+  if (a.buffer instanceof SharedArrayBuffer) return a;
+  const s = new Uint8Array(new SharedArrayBuffer(a.byteLength));
+  s.set(a);
+  return s;
+}
+
 function compactGeometry(b: BatchShape): Pick<BatchShape, 'volumeId' | 'keys'> {
   return {
     volumeId: standalone(b.volumeId),
@@ -128,11 +136,10 @@ export class SplitPool implements SplitRunner {
     return this.run('open', compact) as Promise<OpenBatchResult>;
   }
 
-  sealRuns(batch: SealRunsBatch, opts: { moveBlocks?: boolean } = {}): Promise<Uint8Array> {
-    const blocks = standalone(batch.blocks);
-    // A caller that packed the blocks into a buffer of its own lets it move instead of being copied.
-    const move = opts.moveBlocks === true && blocks.buffer instanceof ArrayBuffer ? [blocks.buffer] : [];
-    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks }, move) as Promise<Uint8Array>;
+  sealRuns(batch: SealRunsBatch): Promise<Uint8Array> {
+    // The write path's bulk crosses threads in shared memory: the blocks here, the sealed shares
+    // (batch.ts sealRuns) back to the journal and on to the strip writers, without a copy each way.
+    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks: inSharedMemory(batch.blocks) }) as Promise<Uint8Array>;
   }
 
   readOpen(batch: ReadOpenBatch): Promise<ReadOpenResult> {

@@ -1053,17 +1053,14 @@ export class Volume {
   /** Seals one turn's writes in one runner batch; per item, one share buffer per target. */
   private async sealItems(items: readonly SealItem[]): Promise<Uint8Array[][]> {
     const runs = items.map((it) => it.run);
-    let blocks: Buffer;
-    if (items.length === 1) blocks = items[0]!.blocks;
-    else {
-      blocks = Buffer.allocUnsafeSlow(items.reduce((a, it) => a + it.blocks.length, 0));
-      let at = 0;
-      for (const it of items) {
-        blocks.set(it.blocks, at);
-        at += it.blocks.length;
-      }
+    // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
+    const blocks = Buffer.from(new SharedArrayBuffer(items.reduce((a, it) => a + it.blocks.length, 0)));
+    let at = 0;
+    for (const it of items) {
+      blocks.set(it.blocks, at);
+      at += it.blocks.length;
     }
-    const packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs }, { moveBlocks: items.length > 1 });
+    const packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs });
     const { offsets } = sealedRunOffsets(runs, this.slotBytes);
     return runs.map((r, k) => {
       const span = r.count * this.slotBytes;

@@ -110,8 +110,9 @@ test('the pool runs sealRuns, readOpen and writeSlots as inline does', async (t)
   const fds = await withFiles(t, 3);
   const { runs, blocks } = sealTwo(s);
   const packed = Buffer.from(blocks);
-  const sealed = await pool.sealRuns({ ...s, blocks: packed, runs }, { moveBlocks: true });
-  t.is(packed.length, 0, 'the packed blocks moved to the worker');
+  const sealed = await pool.sealRuns({ ...s, blocks: packed, runs });
+  t.true(packed.equals(blocks), 'the caller keeps its blocks (the pool copied them to shared memory)');
+  t.true(sealed.buffer instanceof SharedArrayBuffer, 'the shares come back in shared memory, so the writers get them without a copy');
   const { offsets } = sealedRunOffsets(runs, slotBytes);
   const cancel = new Int32Array(new SharedArrayBuffer(4));
   const writes = runs.flatMap((r, k) => r.targets.map((strip, p) => ({ fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * r.count * slotBytes, offsets[k]! + (p + 1) * r.count * slotBytes), group: 0 })));
