@@ -4,6 +4,10 @@
  * blocks. Callers hold the block's range lock while they get or put, which keeps the cache and
  * the strips in step; a write that fails part way drops its blocks (the strips' state is then
  * unknown until read again).
+ *
+ * The LRU order is an intrusive doubly linked list over entry indexes, not a Map's insertion
+ * order: evicting through a Map iterator walks the holes that deletions leave at its front, which
+ * made a sequential write spend more time evicting than sealing.
  */
 import { assert } from '../errors.ts';
 
@@ -18,11 +22,21 @@ export interface BlockCacheStats {
   readonly bytes: number;
 }
 
+const none = -1;
+
 export class BlockCache {
   readonly blockBytes: number;
   readonly blocksMax: number;
-  // Map order is the LRU order: a hit or a put moves the block to the end.
-  readonly #blocks = new Map<number, Buffer>();
+  /** address → entry index */
+  readonly #index = new Map<number, number>();
+  /** Per entry: its block (allocated on first use), its address, and its neighbours in LRU order. */
+  readonly #data: Buffer[] = [];
+  #address: Float64Array;
+  #prev: Int32Array;
+  #next: Int32Array;
+  /** Least recently used entry (evicted first) and most recently used. */
+  #head = none;
+  #tail = none;
   #hits = 0;
   #misses = 0;
 
@@ -30,23 +44,25 @@ export class BlockCache {
     assert(Number.isSafeInteger(bytesMax) && bytesMax >= 0 && bytesMax <= blockCacheBytesMax, 'cache size');
     this.blockBytes = blockBytes;
     this.blocksMax = Math.floor(bytesMax / blockBytes);
+    this.#address = new Float64Array(0);
+    this.#prev = new Int32Array(0);
+    this.#next = new Int32Array(0);
   }
 
   /** The `count` blocks from `first` as one buffer if every one is cached, else null. */
   getRun(first: number, count: number): Buffer | null {
     if (this.blocksMax === 0 || count > this.blocksMax) return null;
     for (let i = 0; i < count; i++) {
-      if (!this.#blocks.has(first + i)) {
+      if (!this.#index.has(first + i)) {
         this.#misses++;
         return null;
       }
     }
     const out = Buffer.allocUnsafe(count * this.blockBytes);
     for (let i = 0; i < count; i++) {
-      const b = this.#blocks.get(first + i)!;
-      this.#blocks.delete(first + i);
-      this.#blocks.set(first + i, b);
-      b.copy(out, i * this.blockBytes);
+      const e = this.#index.get(first + i)!;
+      this.#touch(e);
+      this.#data[e]!.copy(out, i * this.blockBytes);
     }
     this.#hits++;
     return out;
@@ -61,37 +77,94 @@ export class BlockCache {
     const skip = Math.max(0, count - this.blocksMax);
     for (let i = skip; i < count; i++) {
       const address = first + i;
-      let b = this.#blocks.get(address);
-      if (b) this.#blocks.delete(address);
-      else b = this.#evictFor();
-      b.set(data.subarray(i * this.blockBytes, (i + 1) * this.blockBytes));
-      this.#blocks.set(address, b);
+      let e = this.#index.get(address);
+      if (e === undefined) {
+        e = this.#take();
+        this.#address[e] = address;
+        this.#index.set(address, e);
+        this.#append(e);
+      } else this.#touch(e);
+      this.#data[e]!.set(data.subarray(i * this.blockBytes, (i + 1) * this.blockBytes));
     }
   }
 
   invalidate(first: number, count: number): void {
     for (let i = 0; i < count; i++) {
-      const b = this.#blocks.get(first + i);
-      if (!b) continue;
-      b.fill(0);
-      this.#blocks.delete(first + i);
+      const e = this.#index.get(first + i);
+      if (e === undefined) continue;
+      this.#data[e]!.fill(0);
+      this.#index.delete(first + i);
+      this.#unlink(e);
+      this.#free.push(e);
     }
   }
 
   /** Drops and zeroes every block: plaintext does not outlive the volume's keys. */
   clear(): void {
-    for (const b of this.#blocks.values()) b.fill(0);
-    this.#blocks.clear();
+    for (const b of this.#data) b.fill(0);
+    this.#index.clear();
+    this.#free.length = 0;
+    for (let e = 0; e < this.#data.length; e++) this.#free.push(e);
+    this.#head = this.#tail = none;
   }
 
   stats(): BlockCacheStats {
-    return { hits: this.#hits, misses: this.#misses, blocks: this.#blocks.size, bytes: this.#blocks.size * this.blockBytes };
+    return { hits: this.#hits, misses: this.#misses, blocks: this.#index.size, bytes: this.#index.size * this.blockBytes };
   }
 
-  #evictFor(): Buffer {
-    if (this.#blocks.size < this.blocksMax) return Buffer.allocUnsafeSlow(this.blockBytes);
-    const [oldest, b] = this.#blocks.entries().next().value as [number, Buffer];
-    this.#blocks.delete(oldest);
-    return b;
+  /** Entries not in the list (invalidated or cleared), reused before new ones are made. */
+  readonly #free: number[] = [];
+
+  /** An entry for a new block: a free one, a new one while below the bound, else the LRU one. */
+  #take(): number {
+    const free = this.#free.pop();
+    if (free !== undefined) return free;
+    if (this.#data.length < this.blocksMax) {
+      const e = this.#data.length;
+      if (e >= this.#prev.length) this.#grow();
+      this.#data.push(Buffer.allocUnsafeSlow(this.blockBytes));
+      return e;
+    }
+    const e = this.#head;
+    assert(e !== none, 'cache full with an empty list');
+    this.#index.delete(this.#address[e]!);
+    this.#unlink(e);
+    return e;
+  }
+
+  #grow(): void {
+    const size = Math.min(this.blocksMax, Math.max(64, this.#prev.length * 2));
+    const address = new Float64Array(size);
+    const prev = new Int32Array(size);
+    const next = new Int32Array(size);
+    address.set(this.#address);
+    prev.set(this.#prev);
+    next.set(this.#next);
+    this.#address = address;
+    this.#prev = prev;
+    this.#next = next;
+  }
+
+  #touch(e: number): void {
+    if (this.#tail === e) return;
+    this.#unlink(e);
+    this.#append(e);
+  }
+
+  #append(e: number): void {
+    this.#prev[e] = this.#tail;
+    this.#next[e] = none;
+    if (this.#tail !== none) this.#next[this.#tail] = e;
+    else this.#head = e;
+    this.#tail = e;
+  }
+
+  #unlink(e: number): void {
+    const p = this.#prev[e]!;
+    const n = this.#next[e]!;
+    if (p !== none) this.#next[p] = n;
+    else this.#head = n;
+    if (n !== none) this.#prev[n] = p;
+    else this.#tail = p;
   }
 }

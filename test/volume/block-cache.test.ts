@@ -63,3 +63,52 @@ test('a write that fails drops its blocks from the cache: what reads back is wha
   await t.throwsAsync(f.volume.write(0, randomBytes(4096)));
   t.is(f.volume.cacheStats().blocks, 0);
 });
+
+test('the cache matches a reference LRU over random puts, gets, invalidations and clears', (t) => {
+  // Reference: a plain array in LRU order (oldest first), slow but obviously right.
+  let seed = 0x5eed;
+  const rnd = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  const bb = 512;
+  const max = 13;
+  const c = new BlockCache(max * bb, bb);
+  let ref: { address: number; byte: number }[] = [];
+  const refPut = (address: number, byte: number) => {
+    ref = ref.filter((e) => e.address !== address);
+    ref.push({ address, byte });
+    if (ref.length > max) ref.shift();
+  };
+  for (let step = 0; step < 20_000; step++) {
+    const op = rnd(10);
+    const first = rnd(40);
+    const count = 1 + rnd(4);
+    if (op < 5) {
+      const data = Buffer.alloc(count * bb);
+      const bytes: number[] = [];
+      for (let i = 0; i < count; i++) {
+        bytes.push(rnd(256));
+        data.fill(bytes[i]!, i * bb, (i + 1) * bb);
+      }
+      c.putRun(first, data);
+      bytes.forEach((b, i) => refPut(first + i, b));
+    } else if (op < 8) {
+      const got = c.getRun(first, count);
+      const hits = Array.from({ length: count }, (_, i) => ref.find((e) => e.address === first + i));
+      if (hits.some((h) => h === undefined)) t.is(got, null, `step ${step}: get ${first}+${count} should miss`);
+      else {
+        t.truthy(got, `step ${step}: get ${first}+${count} should hit`);
+        hits.forEach((h, i) => t.is(got![i * bb], h!.byte));
+        for (const h of hits) refPut(h!.address, h!.byte);
+      }
+    } else if (op < 9) {
+      c.invalidate(first, count);
+      ref = ref.filter((e) => e.address < first || e.address >= first + count);
+    } else if (rnd(50) === 0) {
+      c.clear();
+      ref = [];
+    }
+    if (c.stats().blocks !== ref.length) t.fail(`step ${step}: ${c.stats().blocks} cached, reference has ${ref.length}`);
+  }
+});
