@@ -86,6 +86,7 @@ interface Queued {
   readonly buffers: readonly Uint8Array[];
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
+  readonly written?: () => void;
 }
 
 /** The largest record a volume of this shape can need (one block on every strip), to size the ring. */
@@ -210,9 +211,11 @@ export class Owl {
 
   /**
    * Journals one write's shares; resolves once they are durable. Only then may any of them be
-   * written to a strip.
+   * written to a strip. `written` is called earlier, once the record is in the file (the page
+   * cache, not yet the disk): from then on the write survives a crash of this process, which is
+   * when the volume acknowledges it (a FLUSH waits for the rest).
    */
-  async append(a: OwlAppend): Promise<OwlEntry> {
+  async append(a: OwlAppend, opts: { written?: () => void } = {}): Promise<OwlEntry> {
     this.#check();
     assert(a.targets.length === a.shares.length && a.targets.length >= 1, 'OWL append targets');
     const payloadBytes = a.targets.length * a.count * a.slotBytes;
@@ -238,7 +241,7 @@ export class Owl {
       const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
       const buffers = pad > 0 ? [header, ...a.shares, Buffer.alloc(pad)] : [header, ...a.shares];
       return new Promise<OwlEntry>((resolve, reject) => {
-        this.#queue.push({ entry, recordBytes, buffers, resolve: () => resolve(entry), reject });
+        this.#queue.push({ entry, recordBytes, buffers, resolve: () => resolve(entry), reject, ...(opts.written ? { written: opts.written } : {}) });
         this.#kick();
       });
     });
@@ -388,6 +391,7 @@ export class Owl {
                 if (bytesWritten !== expected) throw new Error(`short write: ${bytesWritten} of ${expected} bytes`);
               }),
             );
+            for (const q of batch) q.written?.();
             await this.#fh.datasync();
           })();
       const previous = this.#writing ?? Promise.resolve();

@@ -254,6 +254,14 @@ export class Volume {
   private readonly cache: BlockCache;
   /** One retirement (strip flush + OWL superblock) at a time; later callers share the next. */
   private retiring: Promise<void> | null = null;
+  /** Writes acknowledged at their journal record and still going out to the strips (see write()). */
+  private readonly afterAck = new Set<Promise<void>>();
+  /**
+   * A write that failed after it was acknowledged. The client was told it succeeded, so reads of
+   * older data or further writes would be wrong: every request fails until the volume is reopened
+   * (its journal replay then finishes the write).
+   */
+  private lateFailure: StripvaultError | null = null;
   /** Scrub, rebuild or re-key passes running: stale strips being caught up show as rebuilding. */
   private passes = 0;
   /** Seals of one event-loop turn go to the runner together (see TickBatcher). */
@@ -745,6 +753,8 @@ export class Volume {
     const last = Math.floor((offset + length - 1) / this.blockBytes);
     const release = await this.lock.acquire(first, last, 'shared');
     try {
+      // Checked again under the lock: a write acknowledged before us may have failed meanwhile.
+      if (this.lateFailure !== null) throw this.lateFailure;
       const blocks = await this.readBlocks(first, last - first + 1);
       const start = offset - first * this.blockBytes;
       return blocks.subarray(start, start + length);
@@ -766,14 +776,31 @@ export class Volume {
     const count = data.length / bb;
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const release = await this.lock.acquire(first, first + count - 1, 'exclusive');
-    try {
-      for (let done = 0; done < count; done += blocksPerIoMax) {
-        const n = Math.min(blocksPerIoMax, count - done);
-        await this.writeBlocks(first + done, buf.subarray(done * bb, (done + n) * bb), noZeroes);
-      }
-    } finally {
+    // Acknowledged once every record of the write is in the journal file: from then on it survives
+    // a crash of this process, as a write qemu-nbd has put in the page cache does, and a FLUSH (or
+    // FUA) waits for the rest — the journal on disk, the shares on the strips. The range stays
+    // locked until the shares are out, so nothing reads or overwrites these blocks in between.
+    if (this.lateFailure !== null) {
       release();
+      throw this.lateFailure;
     }
+    const w = this.writePieces(first, buf, noZeroes);
+    // Failed closed before the range is released: a request waiting for it must not see older data.
+    const finished = w.done.then(release, (e: unknown) => {
+      if (w.wasAcked()) this.failClosed(e);
+      release();
+    });
+    this.afterAck.add(finished);
+    void finished.finally(() => this.afterAck.delete(finished));
+    await w.acked;
+  }
+
+  /** An acknowledged write could not be completed: every request fails until the volume is reopened. */
+  private failClosed(e: unknown): void {
+    this.lateFailure ??=
+      e instanceof StripvaultError && e.code === ErrorCode.VolumeUnavailable
+        ? e
+        : new StripvaultError(ErrorCode.VolumeUnavailable, `volume ${this.name}: an acknowledged write failed; reopen the volume to replay it: ${(e as Error)?.message ?? String(e)}`, {}, { cause: e });
   }
 
   /**
@@ -800,7 +827,17 @@ export class Volume {
   /** Makes every acknowledged write durable on the strips' storage. */
   async flush(): Promise<void> {
     this.checkOpen();
+    await this.settleAcknowledged();
     await this.retireOwl();
+  }
+
+  /**
+   * Waits for every acknowledged write to reach its strips (not necessarily durably: that is
+   * flush()); throws if one could not.
+   */
+  async settleAcknowledged(): Promise<void> {
+    if (this.afterAck.size > 0) await Promise.all([...this.afterAck]);
+    if (this.lateFailure !== null) throw this.lateFailure;
   }
 
   /**
@@ -908,6 +945,7 @@ export class Volume {
     const count = last - first + 1;
     const release = await this.lock.acquire(first, last, 'exclusive');
     try {
+      if (this.lateFailure !== null) throw this.lateFailure;
       const start = offset - first * bb;
       const headPartial = start !== 0;
       const tailPartial = (offset + length) % bb !== 0;
@@ -929,20 +967,62 @@ export class Volume {
   }
 
   private async writeBlocks(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
-    const count = blocks.length / this.blockBytes;
-    // One OWL record per piece; for ordinary geometries a piece is the whole request.
-    const per = owlBlocksPerRecord(this.slotBytes, this.n);
-    for (let done = 0; done < count; done += per) {
-      const n = Math.min(per, count - done);
-      await this.writeRecord(first + done, blocks.subarray(done * this.blockBytes, (done + n) * this.blockBytes), (i) => isZero(done + i));
-    }
+    await this.writePieces(first, blocks, isZero).done;
   }
 
-  private async writeRecord(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
+  /**
+   * Writes blocks as journal records of at most owlBlocksPerRecord (and requests of blocksPerIoMax).
+   * `acked` settles once every piece's record is in the journal file (or, without a journal, when
+   * the write is done); `done` once every piece is on its strips. A piece starts when the one before
+   * it is journalled, so a large write streams instead of waiting for each piece's strip writes.
+   */
+  private writePieces(first: number, blocks: Buffer, isZero: (i: number) => boolean): { acked: Promise<void>; done: Promise<void>; wasAcked: () => boolean } {
+    const count = blocks.length / this.blockBytes;
+    const per = Math.min(blocksPerIoMax, owlBlocksPerRecord(this.slotBytes, this.n));
+    let resolveAck!: () => void;
+    let isAcked = false;
+    const acked = new Promise<void>((resolve) => (resolveAck = resolve));
+    const ack = (): void => {
+      isAcked = true;
+      resolveAck();
+    };
+    const done = (async () => {
+      const pieces: Promise<void>[] = [];
+      let failure: { error: unknown } | null = null;
+      try {
+        for (let at = 0; at < count; at += per) {
+          const n = Math.min(per, count - at);
+          let journaled!: () => void;
+          const inJournal = new Promise<void>((resolve) => (journaled = resolve));
+          const piece = this.writeRecord(first + at, blocks.subarray(at * this.blockBytes, (at + n) * this.blockBytes), (i) => isZero(at + i), journaled);
+          pieces.push(piece);
+          await Promise.race([inJournal, piece]);
+        }
+      } catch (e) {
+        failure = { error: e };
+      }
+      if (failure === null) ack();
+      // The range is released only after every piece started has settled, whatever happened.
+      const settled = await Promise.allSettled(pieces);
+      if (failure !== null) throw failure.error;
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+    })();
+    return { acked: Promise.race([acked, done]), done, wasAcked: () => isAcked };
+  }
+
+  private async writeRecord(first: number, blocks: Buffer, isZero: (i: number) => boolean, journaled?: () => void): Promise<void> {
     const count = blocks.length / this.blockBytes;
     const appended: OwlEntry[] = [];
+    let cached = false;
+    // Cached when acknowledged: the caller may reuse its buffer once the write is acknowledged.
+    const onJournaled = (): void => {
+      this.cache.putRun(first, blocks);
+      cached = true;
+      journaled?.();
+    };
     try {
-      await this.sealAndWrite(first, blocks, isZero, appended);
+      await this.sealAndWrite(first, blocks, isZero, appended, onJournaled);
     } catch (e) {
       // Some strips may hold the new shares and some not: only the strips can say what reads back.
       this.cache.invalidate(first, count);
@@ -951,10 +1031,10 @@ export class Volume {
       for (const entry of appended) if (entry.state === 'journaled') this.owl!.abandon(entry, e);
       throw e;
     }
-    this.cache.putRun(first, blocks);
+    if (!cached) this.cache.putRun(first, blocks);
   }
 
-  private async sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean, appended: OwlEntry[] = []): Promise<void> {
+  private async sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean, appended: OwlEntry[] = [], journaled?: () => void): Promise<void> {
     this.checkNotClosed();
     if (this.available().length < this.m) this.unavailable('write');
     const count = blocks.length / this.blockBytes;
@@ -974,7 +1054,7 @@ export class Volume {
     const out = await this.sealer.add({ run: { first, count, generation, epoch, zero, targets: targetIndices }, blocks });
     // Journalled durably before any share goes out: a crash from here on is rolled forward.
     const entry = this.owl
-      ? await this.owl.append({ first, count, epoch, generation, targets: targetIndices, slotBytes: this.slotBytes, shares: out })
+      ? await this.owl.append({ first, count, epoch, generation, targets: targetIndices, slotBytes: this.slotBytes, shares: out }, journaled ? { written: journaled } : {})
       : null;
     if (entry) crashPoint('owl.appended');
     if (entry) appended.push(entry);
@@ -1435,6 +1515,7 @@ export class Volume {
 
   private checkRange(offset: number, length: number, lengthMax = requestBytesMax): void {
     this.checkOpen();
+    if (this.lateFailure !== null) throw this.lateFailure;
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.sizeBytes) {
       fail(ErrorCode.OutOfRange, `range [${offset}, +${length}) outside volume of ${this.sizeBytes} bytes`, { offset, length });
     }

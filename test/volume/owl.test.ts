@@ -245,6 +245,8 @@ test('3-of-4 torn 2/2 after a crash: the OWL rolls the write forward; without it
     await volume.flush();
     const before = await Promise.all([0, 1].map((i) => volume.stripAt(i)!.readSlots(10, 2)));
     await volume.write(40960, newData);
+    // Acknowledged at its journal record; let its shares reach the strips before undoing two of them.
+    await volume.settleAcknowledged();
     // The crash: strips 0 and 1 never got the new shares (their slots still hold the old ones).
     for (const i of [0, 1]) await volume.stripAt(i)!.writeSlots(10, before[i]!);
 
