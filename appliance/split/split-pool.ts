@@ -71,7 +71,14 @@ export type JobOp = 'seal' | 'open' | 'sealRuns' | 'readOpen' | 'writeSlots';
 type Job = { id: number; op: JobOp; batch: unknown };
 type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: { message: string; code?: string } };
 
+/** Crypto workers seal and open (and read-and-open); I/O workers only write slots, so a seal never queues behind a pwrite. */
+type Role = 'crypto' | 'io';
+
+/** Workers that only write strip slots, beside the crypto workers: they mostly wait in the kernel. */
+export const ioWorkersDefault = 2;
+
 interface Slot {
+  readonly role: Role;
   worker: Worker;
   pending: Map<number, { resolve: (r: unknown) => void; reject: (e: unknown) => void }>;
   /** Set when the worker was given up on: its late replies are ignored. */
@@ -116,14 +123,18 @@ export class SplitPool implements SplitRunner {
 
   private readonly ioStuckMs: number;
 
-  constructor(workers = Math.min(availableParallelism(), splitWorkersMax), opts: { ioStuckMs?: number } = {}) {
+  constructor(workers = Math.min(availableParallelism(), splitWorkersMax), opts: { ioStuckMs?: number; ioWorkers?: number } = {}) {
     assert(Number.isInteger(workers) && workers >= 1 && workers <= splitWorkersMax, 'split worker count');
+    const ioWorkers = opts.ioWorkers ?? ioWorkersDefault;
+    assert(Number.isInteger(ioWorkers) && ioWorkers >= 0 && ioWorkers <= splitWorkersMax, 'I/O worker count');
     this.ioStuckMs = opts.ioStuckMs ?? workerIoStuckMs;
-    for (let i = 0; i < workers; i++) this.slots.push(this.spawn());
+    for (let i = 0; i < workers; i++) this.slots.push(this.spawn('crypto'));
+    for (let i = 0; i < ioWorkers; i++) this.slots.push(this.spawn('io'));
   }
 
+  /** Crypto workers (seal/open parallelism). */
   get size(): number {
-    return this.slots.length;
+    return this.slots.filter((s) => s.role === 'crypto').length;
   }
 
   seal(batch: SealBatch): Promise<Uint8Array[]> {
@@ -151,7 +162,7 @@ export class SplitPool implements SplitRunner {
   }
 
   get parallelism(): number {
-    return this.slots.length;
+    return this.size;
   }
 
   async close(): Promise<void> {
@@ -162,9 +173,9 @@ export class SplitPool implements SplitRunner {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  private spawn(): Slot {
+  private spawn(role: Role): Slot {
     const worker = new Worker(new URL('./split-worker-entry.js', import.meta.url));
-    const slot: Slot = { worker, pending: new Map() };
+    const slot: Slot = { role, worker, pending: new Map() };
     worker.unref();
     worker.on('message', (reply: Reply) => {
       const p = slot.pending.get(reply.id);
@@ -191,7 +202,7 @@ export class SplitPool implements SplitRunner {
       const replace = () => {
         const i = this.slots.indexOf(slot);
         if (this.closed || i < 0) return;
-        this.slots[i] = this.spawn();
+        this.slots[i] = this.spawn(slot.role);
         for (const w of this.waiters.splice(0)) w();
       };
       if (this.respawnDelayMs === 0) replace();
@@ -209,7 +220,7 @@ export class SplitPool implements SplitRunner {
     const i = this.slots.indexOf(slot);
     if (this.closed || i < 0 || slot.abandoned) return;
     slot.abandoned = true;
-    this.slots[i] = this.spawn();
+    this.slots[i] = this.spawn(slot.role);
     this.failAll(slot, new StripvaultError(ErrorCode.DeviceIo, workerStuckMessage, { errno: 'ETIMEDOUT' }));
     // Best effort: a thread blocked in a system call ends only when the call returns.
     void slot.worker.terminate().catch(() => undefined);
@@ -224,7 +235,9 @@ export class SplitPool implements SplitRunner {
   private async run(op: JobOp, batch: unknown, transfer: ArrayBuffer[] = []): Promise<unknown> {
     for (;;) {
       if (this.closed) throw new StripvaultError(ErrorCode.VolumeClosed, 'split pool closed');
-      const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+      // Slot writes go to the I/O workers when there are any; everything else to the crypto workers.
+      const role: Role = op === 'writeSlots' && this.slots.some((s) => s.role === 'io') ? 'io' : 'crypto';
+      const slot = this.slots.filter((s) => s.role === role).reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
       if (slot.pending.size < splitQueuePerWorkerMax) {
         const id = this.nextId++;
         const job: Job = { id, op, batch };

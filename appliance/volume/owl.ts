@@ -74,8 +74,11 @@ export interface OwlUsage {
  * have to wait for one: the flush overlaps the writes instead of stalling them.
  */
 export const owlRetireEarlyFraction = 0.5;
-/** Journal groups syncing at once (each a writev and an fdatasync on the thread pool). */
-export const owlSyncsInFlightMax = 3;
+/**
+ * Journal groups being written at once (each a writev on the thread pool). Their syncs are shared:
+ * one fdatasync covers every group written before it began (see #syncAfterNow).
+ */
+export const owlGroupsInFlightMax = 8;
 /** Buffers per journal writev (Linux IOV_MAX is 1024). */
 const iovMax = 1024;
 
@@ -118,7 +121,12 @@ export class Owl {
   #queue: Queued[] = [];
   /** The newest group in flight (it settles after every earlier one), or null. */
   #writing: Promise<void> | null = null;
-  #syncing = 0;
+  #groups = 0;
+  /** True once every group started so far is in the file (false for ever after one failed). */
+  #inFile: Promise<boolean> = Promise.resolve(true);
+  /** The fdatasync under way (or the last one), and the one queued to start after it. */
+  #runningSync: Promise<void> = Promise.resolve();
+  #nextSync: Promise<void> | null = null;
   #kickPending = false;
   #admission: Promise<void> = Promise.resolve();
   #superWrites: Promise<void> = Promise.resolve();
@@ -360,10 +368,11 @@ export class Owl {
 
   /**
    * Starts a group with whatever is queued, once per turn of the event loop (so one turn's appends
-   * share a sync), with up to owlSyncsInFlightMax groups syncing at once: overlapping syncs cost
-   * little more than one, where one after the other each waited for the disk. Groups still become
-   * journaled strictly in order — a group is resolved only after every earlier one — so no share
-   * reaches a strip while an earlier record could still be missing (replay stops at the first gap).
+   * share a writev). A group's records are in the file — and its writes acknowledged — as soon as
+   * its writev returns, without waiting for anyone's sync; durability comes from a shared
+   * fdatasync that began after the writev (group commit). Groups still become journaled strictly
+   * in order — a group is resolved only after every earlier one — so no share reaches a strip while
+   * an earlier record could still be missing (replay stops at the first gap).
    */
   #kick(): void {
     if (this.#kickPending) return;
@@ -375,15 +384,16 @@ export class Owl {
   }
 
   #startGroups(): void {
-    while (this.#queue.length > 0 && this.#syncing < owlSyncsInFlightMax) {
+    while (this.#queue.length > 0 && this.#groups < owlGroupsInFlightMax) {
       const batch = this.#queue;
       this.#queue = [];
-      this.#syncing++;
-      const synced = this.#broken
+      this.#groups++;
+      const wrote: Promise<void> = this.#broken
         ? Promise.reject(this.#broken)
         : (async () => {
             // Records of a group sit back to back in the ring (but for a wrap): one writev per run.
-            await Promise.all(
+            // Settled, not raced: no writev may still be reading the shares when the group fails.
+            const runs = await Promise.allSettled(
               contiguousRuns(batch).map(async (run) => {
                 const { bytesWritten } = await this.#fh.writev(run.buffers, owlRingOffset + run.pos);
                 const expected = run.buffers.reduce((n, b) => n + b.length, 0);
@@ -391,9 +401,17 @@ export class Owl {
                 if (bytesWritten !== expected) throw new Error(`short write: ${bytesWritten} of ${expected} bytes`);
               }),
             );
-            for (const q of batch) q.written?.();
-            await this.#fh.datasync();
+            const failed = runs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+            if (failed !== undefined) throw failed.reason;
           })();
+      // A record is acknowledged only once it and every record before it are in the file: after a
+      // crash of the process the replay follows the chain from the tail and stops at the first gap.
+      const inFile = Promise.all([this.#inFile, wrote.then(() => true, () => false)]).then(([before, mine]) => before && mine);
+      this.#inFile = inFile;
+      void inFile.then((ok) => {
+        if (ok && this.#broken === null) for (const q of batch) q.written?.();
+      });
+      const synced = wrote.then(() => this.#syncAfterNow());
       const previous = this.#writing ?? Promise.resolve();
       const settled: Promise<void> = (async () => {
         let error: unknown = null;
@@ -419,11 +437,30 @@ export class Owl {
       })();
       this.#writing = settled;
       void settled.finally(() => {
-        this.#syncing--;
+        this.#groups--;
         if (this.#writing === settled) this.#writing = null;
         if (this.#queue.length > 0) this.#startGroups();
       });
     }
+  }
+
+  /**
+   * An fdatasync that begins after this call, shared: callers arriving while one runs all wait for
+   * the single next one, so a disk that takes a millisecond per sync still commits every group
+   * written meanwhile in one.
+   */
+  #syncAfterNow(): Promise<void> {
+    if (this.#nextSync === null) {
+      const next: Promise<void> = this.#runningSync
+        .catch(() => undefined)
+        .then(() => {
+          this.#nextSync = null;
+          this.#runningSync = this.#fh.datasync();
+          return this.#runningSync;
+        });
+      this.#nextSync = next;
+    }
+    return this.#nextSync;
   }
 
   #writeSuper(retired: number, tail: number): Promise<void> {

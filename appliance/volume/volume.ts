@@ -528,7 +528,7 @@ export class Volume {
     const rebuilding = strips.some((st) => st.state === 'rebuilding');
     const state: VolumeState = this.closed
       ? 'closed'
-      : usable < this.m
+      : usable < this.m || this.lateFailure !== null
         ? 'failed'
         : healthy === this.n && this.repairs.size === 0 && !this.repairOverflow
           ? 'healthy'

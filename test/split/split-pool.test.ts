@@ -100,8 +100,9 @@ test('a worker-side StripvaultError keeps its stable code', async (t) => {
 });
 
 test('a worker whose strip I/O does not answer is replaced: the jobs queued behind it fail, later ones are served', async (t) => {
-  // 50 ms stands in for workerIoStuckMs; a large seal ahead of the I/O job keeps it from answering.
-  const pool = new SplitPool(1, { ioStuckMs: 50 });
+  // 50 ms stands in for workerIoStuckMs; a large seal ahead of the I/O job keeps it from answering
+  // (no separate I/O workers here, so both share the one worker).
+  const pool = new SplitPool(1, { ioStuckMs: 50, ioWorkers: 0 });
   t.teardown(() => pool.close());
   const dir = await mkdtemp(join(tmpdir(), 'sv-stuck-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
