@@ -8,6 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
 import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
+import { sharedBuffers } from '../split/shared-buffers.ts';
 import { openBatch, sealedRunOffsets, type BatchGeometry, type BatchShape, type BlockOutcome, type KeyTable, type SealRun } from '../split/batch.ts';
 import type { IoStrip, SlotWrite } from '../split/io-batch.ts';
 import { TickBatcher } from '../split/tick-batcher.ts';
@@ -1134,13 +1135,19 @@ export class Volume {
   private async sealItems(items: readonly SealItem[]): Promise<Uint8Array[][]> {
     const runs = items.map((it) => it.run);
     // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
-    const blocks = Buffer.from(new SharedArrayBuffer(items.reduce((a, it) => a + it.blocks.length, 0)));
-    let at = 0;
-    for (const it of items) {
-      blocks.set(it.blocks, at);
-      at += it.blocks.length;
+    const blocks = sharedBuffers.take(items.reduce((a, it) => a + it.blocks.length, 0));
+    let packed: Uint8Array;
+    try {
+      let at = 0;
+      for (const it of items) {
+        blocks.set(it.blocks, at);
+        at += it.blocks.length;
+      }
+      packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs });
+    } finally {
+      // The job has settled: no worker reads these any more (one abandoned mid-job may, harmlessly).
+      sharedBuffers.give(blocks);
     }
-    const packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs });
     const { offsets } = sealedRunOffsets(runs, this.slotBytes);
     return runs.map((r, k) => {
       const span = r.count * this.slotBytes;

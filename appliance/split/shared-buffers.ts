@@ -1,0 +1,59 @@
+/**
+ * Reusable shared memory for blocks on their way to a seal worker. A fresh SharedArrayBuffer per
+ * batch costs page faults on every byte and garbage-collector work: a sequential write spent more
+ * time making them than copying into them. Buffers come in power-of-two size classes, are zeroed
+ * when given back (they held plaintext), and only so many bytes are kept.
+ *
+ * Only for memory a worker reads during one job and never writes: a buffer is given back when the
+ * job has settled, and a worker abandoned mid-job may still read it later — which is harmless.
+ */
+import { assert } from '../errors.ts';
+
+/** Free bytes kept for reuse; beyond this, given-back buffers are left to the garbage collector. */
+export const sharedBuffersKeptBytesMax = 32 * 1024 * 1024;
+/** Smallest size class: small writes share a handful of buffers instead of one per size. */
+const sizeClassBytesMin = 64 * 1024;
+/** Larger requests are not pooled (a one-off allocation is cheaper than keeping it). */
+const sizeClassBytesMax = 16 * 1024 * 1024;
+
+function sizeClass(bytes: number): number {
+  let size = sizeClassBytesMin;
+  while (size < bytes) size *= 2;
+  return size;
+}
+
+export class SharedBuffers {
+  readonly #free = new Map<number, SharedArrayBuffer[]>();
+  #freeBytes = 0;
+
+  /** A zeroed buffer of `bytes` in shared memory. */
+  take(bytes: number): Buffer {
+    assert(Number.isSafeInteger(bytes) && bytes >= 0, 'shared buffer size');
+    if (bytes > sizeClassBytesMax) return Buffer.from(new SharedArrayBuffer(bytes));
+    const size = sizeClass(bytes);
+    const reused = this.#free.get(size)?.pop();
+    if (reused !== undefined) this.#freeBytes -= size;
+    return Buffer.from(reused ?? new SharedArrayBuffer(size), 0, bytes);
+  }
+
+  /** Zeroes what `buf` (from take) held and keeps its memory for the next take. */
+  give(buf: Buffer): void {
+    const sab = buf.buffer;
+    assert(sab instanceof SharedArrayBuffer && buf.byteOffset === 0, 'given back a buffer that was not taken');
+    buf.fill(0);
+    const size = sab.byteLength;
+    if (size > sizeClassBytesMax || size !== sizeClass(size) || this.#freeBytes + size > sharedBuffersKeptBytesMax) return;
+    let list = this.#free.get(size);
+    if (list === undefined) this.#free.set(size, (list = []));
+    list.push(sab);
+    this.#freeBytes += size;
+  }
+
+  /** Bytes kept for reuse (for tests and metrics). */
+  get keptBytes(): number {
+    return this.#freeBytes;
+  }
+}
+
+/** One per process: every volume's writes draw from it. */
+export const sharedBuffers = new SharedBuffers();
