@@ -577,6 +577,9 @@ export class Volume {
   }
 
   private async pass(opts: ScrubOptions, rekeying: boolean): Promise<ScrubReport> {
+    // Failed closed: a pass could rewrite blocks around an unreplayed journal record, and a re-key
+    // could erase the key that record needs.
+    if (this.lateFailure !== null) throw this.lateFailure;
     this.passes++;
     try {
       return await this.passChunks(opts, rekeying);
@@ -710,6 +713,7 @@ export class Volume {
    */
   async replaceStrip(index: number, location: StripLocation, opts: { regionZeroed?: boolean } = {}): Promise<void> {
     this.checkOpen();
+    if (this.lateFailure !== null) throw this.lateFailure;
     const mem = this.members[index];
     if (mem === undefined) fail(ErrorCode.OutOfRange, `volume ${this.name} has no strip ${index}`);
     if (mem.state === 'healthy' || mem.state === 'stale') {
