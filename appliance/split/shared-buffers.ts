@@ -1,8 +1,9 @@
 /**
  * Reusable shared memory for blocks on their way to a seal worker. A fresh SharedArrayBuffer per
  * batch costs page faults on every byte and garbage-collector work: a sequential write spent more
- * time making them than copying into them. Buffers come in power-of-two size classes, are zeroed
- * when given back (they held plaintext), and only so many bytes are kept.
+ * time making them than copying into them. Buffers come in power-of-two size classes and only so
+ * many bytes are kept. Like Buffer.allocUnsafe, a buffer taken is not cleared (its previous
+ * plaintext stays until overwritten, in this process's memory only): callers fill every byte.
  *
  * Only for memory a worker reads during one job and never writes: a buffer is given back when the
  * job has settled, and a worker abandoned mid-job may still read it later — which is harmless.
@@ -26,7 +27,7 @@ export class SharedBuffers {
   readonly #free = new Map<number, SharedArrayBuffer[]>();
   #freeBytes = 0;
 
-  /** A zeroed buffer of `bytes` in shared memory. */
+  /** A buffer of `bytes` in shared memory, not cleared. */
   take(bytes: number): Buffer {
     assert(Number.isSafeInteger(bytes) && bytes >= 0, 'shared buffer size');
     if (bytes > sizeClassBytesMax) return Buffer.from(new SharedArrayBuffer(bytes));
@@ -36,11 +37,10 @@ export class SharedBuffers {
     return Buffer.from(reused ?? new SharedArrayBuffer(size), 0, bytes);
   }
 
-  /** Zeroes what `buf` (from take) held and keeps its memory for the next take. */
+  /** Keeps the memory of `buf` (from take) for the next take. */
   give(buf: Buffer): void {
     const sab = buf.buffer;
     assert(sab instanceof SharedArrayBuffer && buf.byteOffset === 0, 'given back a buffer that was not taken');
-    buf.fill(0);
     const size = sab.byteLength;
     if (size > sizeClassBytesMax || size !== sizeClass(size) || this.#freeBytes + size > sharedBuffersKeptBytesMax) return;
     let list = this.#free.get(size);
