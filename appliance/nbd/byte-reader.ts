@@ -15,7 +15,7 @@ export class ByteReader {
   readonly #readAheadBytes: number;
   #chunks: Buffer[] = [];
   #buffered = 0;
-  #pending: { bytes: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
+  #pending: { bytes: number; resolve: (b: Buffer) => void; reject: (e: Error) => void; into?: (bytes: number) => Buffer } | undefined;
   #closed: Error | undefined;
   readonly #onData = (chunk: Buffer): void => this.#push(chunk);
   // after 'end' whole frames already read ahead are still served: a peer may half-close and wait for replies
@@ -36,18 +36,22 @@ export class ByteReader {
     return this.#buffered;
   }
 
-  /** Exactly `bytes` bytes; rejects with SV_NBD_CONNECTION_CLOSED if the stream ends first. One read at a time. */
-  read(bytes: number): Promise<Buffer> {
+  /**
+   * Exactly `bytes` bytes; rejects with SV_NBD_CONNECTION_CLOSED if the stream ends first. One read
+   * at a time. With `into`, the bytes are copied into the buffer it makes (of exactly `bytes`), so
+   * the caller decides where a payload lives; otherwise they may be a view of a received chunk.
+   */
+  read(bytes: number, into?: (bytes: number) => Buffer): Promise<Buffer> {
     assert(this.#pending === undefined, 'ByteReader: one read at a time');
     assert(Number.isSafeInteger(bytes) && bytes >= 0, 'ByteReader: byte count must be a non-negative integer');
     if (this.#buffered >= bytes) {
-      const b = this.#take(bytes);
+      const b = this.#take(bytes, into);
       this.#flow();
       return Promise.resolve(b);
     }
     if (this.#closed !== undefined) return Promise.reject(this.#closed);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { bytes, resolve, reject };
+      this.#pending = { bytes, resolve, reject, ...(into ? { into } : {}) };
       this.#flow();
     });
   }
@@ -81,7 +85,7 @@ export class ByteReader {
     const p = this.#pending;
     if (p !== undefined && this.#buffered >= p.bytes) {
       this.#pending = undefined;
-      p.resolve(this.#take(p.bytes));
+      p.resolve(this.#take(p.bytes, p.into));
     }
     this.#flow();
   }
@@ -93,11 +97,11 @@ export class ByteReader {
     else this.#stream.resume();
   }
 
-  #take(bytes: number): Buffer {
-    if (bytes === 0) return Buffer.alloc(0);
+  #take(bytes: number, into?: (bytes: number) => Buffer): Buffer {
+    if (bytes === 0) return into ? into(0) : Buffer.alloc(0);
     const first = this.#chunks[0];
     assert(first !== undefined, 'ByteReader: take from empty buffer');
-    if (first.length >= bytes) {
+    if (first.length >= bytes && into === undefined) {
       // the common case (small headers out of a large chunk) costs no copy
       const out = first.subarray(0, bytes);
       if (first.length === bytes) this.#chunks.shift();
@@ -121,7 +125,15 @@ export class ByteReader {
       }
     }
     this.#buffered -= bytes;
-    return Buffer.concat(parts, bytes);
+    if (into === undefined) return Buffer.concat(parts, bytes);
+    const out = into(bytes);
+    assert(out.length === bytes, 'ByteReader: a destination of the wrong size');
+    let at = 0;
+    for (const part of parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
   }
 
   #close(reason: string, keepBuffered: boolean): void {

@@ -22,6 +22,10 @@ import type { Extent, NbdRequest } from './codec.ts';
 import { NbdRequestError, errnoName, toWireError } from './errors.ts';
 import type { NbdLog } from './events.ts';
 import { payloadBytesMaxFor } from './handshake.ts';
+import { sharedBuffers } from '../split/shared-buffers.ts';
+
+/** WRITE payloads at least this large are received into shared buffers (see #serve's caller). */
+const sharedPayloadBytesMin = 64 * 1024;
 import type { Negotiated } from './handshake.ts';
 import { isZero } from './is-zero.ts';
 import {
@@ -113,13 +117,19 @@ export class Transmission {
       const bytes = req.type === Command.Write || req.type === Command.Read ? Math.min(req.length, requestBytesMax) : 0;
       await this.#budget.acquire(bytes);
       let payload: Buffer | undefined;
+      // A large payload goes straight into reusable shared memory: the seal workers read it where
+      // it is, and it is given back once the write is answered (the volume is done with it then).
+      const pooled = req.type === Command.Write && req.length >= sharedPayloadBytesMin;
       try {
-        if (req.type === Command.Write) payload = await this.#reader.read(req.length);
+        if (req.type === Command.Write) payload = await this.#reader.read(req.length, pooled ? (n) => sharedBuffers.take(n) : undefined);
       } catch (e) {
         this.#budget.release(bytes);
         throw e;
       }
-      void this.#serve(req, payload).finally(() => this.#budget.release(bytes));
+      void this.#serve(req, payload).finally(() => {
+        if (pooled && payload !== undefined) sharedBuffers.give(payload);
+        this.#budget.release(bytes);
+      });
     }
   }
 

@@ -1138,19 +1138,25 @@ export class Volume {
   /** Seals one turn's writes in one runner batch; per item, one share buffer per target. */
   private async sealItems(items: readonly SealItem[]): Promise<Uint8Array[][]> {
     const runs = items.map((it) => it.run);
-    // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
-    const blocks = sharedBuffers.take(items.reduce((a, it) => a + it.blocks.length, 0));
+    const single = items.length === 1 && items[0]!.blocks.buffer instanceof SharedArrayBuffer ? items[0]!.blocks : null;
     let packed: Uint8Array;
-    try {
-      let at = 0;
-      for (const it of items) {
-        blocks.set(it.blocks, at);
-        at += it.blocks.length;
+    if (single !== null) {
+      // Already in shared memory (an NBD payload received there): the worker reads it in place.
+      packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks: single, runs });
+    } else {
+      // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
+      const blocks = sharedBuffers.take(items.reduce((a, it) => a + it.blocks.length, 0));
+      try {
+        let at = 0;
+        for (const it of items) {
+          blocks.set(it.blocks, at);
+          at += it.blocks.length;
+        }
+        packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs });
+      } finally {
+        // The job has settled: no worker reads these any more (one abandoned mid-job may, harmlessly).
+        sharedBuffers.give(blocks);
       }
-      packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs });
-    } finally {
-      // The job has settled: no worker reads these any more (one abandoned mid-job may, harmlessly).
-      sharedBuffers.give(blocks);
     }
     const { offsets } = sealedRunOffsets(runs, this.slotBytes);
     return runs.map((r, k) => {
