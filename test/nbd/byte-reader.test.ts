@@ -69,3 +69,30 @@ test('detach hands back what was read ahead', async (t) => {
   t.deepEqual([...(await r.read(1))], [1]);
   t.deepEqual([...r.detach()], [2, 3]);
 });
+
+test('a read into a destination fills exactly the buffer it makes, whether the bytes are buffered or still arriving', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s, 1 << 20);
+  const made: Buffer[] = [];
+  const into = (n: number) => {
+    const b = Buffer.from(new SharedArrayBuffer(n));
+    made.push(b);
+    return b;
+  };
+  // Buffered already, inside one chunk: still copied into the destination.
+  s.write(Buffer.from('abcdefgh'));
+  await new Promise((res) => setImmediate(res));
+  const first = await r.read(3, into);
+  t.is(first, made[0]);
+  t.is(first.toString(), 'abc');
+  // Spanning chunks that arrive after the read is asked for.
+  const pending = r.read(9, into);
+  s.write(Buffer.from('ij'));
+  s.write(Buffer.from('klmn'));
+  const second = await pending;
+  t.is(second, made[1]);
+  t.true(second.buffer instanceof SharedArrayBuffer);
+  t.is(second.toString(), 'defghijkl');
+  t.is((await r.read(2)).toString(), 'mn', 'what is left is read as before');
+  t.is((await r.read(0, into)).length, 0);
+});
