@@ -83,14 +83,14 @@ test('a read into a destination fills exactly the buffer it makes, whether the b
   s.write(Buffer.from('abcdefgh'));
   await new Promise((res) => setImmediate(res));
   const first = await r.read(3, into);
-  t.is(first, made[0]);
+  t.is(first, made[0]!);
   t.is(first.toString(), 'abc');
   // Spanning chunks that arrive after the read is asked for.
   const pending = r.read(9, into);
   s.write(Buffer.from('ij'));
   s.write(Buffer.from('klmn'));
   const second = await pending;
-  t.is(second, made[1]);
+  t.is(second, made[1]!);
   t.true(second.buffer instanceof SharedArrayBuffer);
   t.is(second.toString(), 'defghijkl');
   t.is((await r.read(2)).toString(), 'mn', 'what is left is read as before');
