@@ -10,6 +10,12 @@ export const crashAtEnv = 'STRIPVAULT_CRASH_AT';
 
 /** Every point the code reaches; a crash test may name only these. */
 export const crashPoints = [
+  /**
+   * A write's OWL record, and every one before it, is in the journal file (maybe not durable yet)
+   * and the write is being acknowledged; no share of it is out. Earlier writes acknowledged the
+   * same way may still be waiting for their sync and shares.
+   */
+  'owl.acknowledged',
   /** A write's OWL entry is durable; no share of it has been written yet. */
   'owl.appended',
   /** One strip's shares of a write are written (reached once per strip per write). */

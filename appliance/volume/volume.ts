@@ -1024,6 +1024,7 @@ export class Volume {
     const onJournaled = (): void => {
       this.cache.putRun(first, blocks);
       cached = true;
+      crashPoint('owl.acknowledged');
       journaled?.();
     };
     try {

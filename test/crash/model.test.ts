@@ -46,6 +46,19 @@ test('FUA makes a write the floor once answered', (t) => {
   t.regex(m.check(1, initial(1))!.found, /older than the flushed write #0/);
 });
 
+test('when a crash keeps the page cache, an acknowledged write is the floor; an unacknowledged one is not', (t) => {
+  const m = new CrashModel({ seed: 7, blockBytes: bb, initial, acknowledgedSurvives: true });
+  const w0 = m.beginWrite(0, writeBytes(7, 0, 0, bb));
+  t.is(m.check(0, initial(0)), null, 'not acknowledged yet: the old content may survive');
+  m.ackWrite(w0);
+  t.regex(m.check(0, initial(0))!.found, /older than the flushed write #0/);
+  const w1 = m.beginWrite(0, writeBytes(7, 1, 0, bb));
+  t.is(m.check(0, writeBytes(7, 0, 0, bb)), null);
+  t.is(m.check(0, writeBytes(7, 1, 0, bb)), null);
+  m.ackWrite(w1);
+  t.truthy(m.check(0, writeBytes(7, 0, 0, bb)), 'write #1 acknowledged: write #0 is now too old');
+});
+
 test('a partial write builds on the newest content; torn and foreign blocks are named', (t) => {
   const m = model();
   const data = writeBytes(7, 0, bb - 100, 300);

@@ -59,12 +59,19 @@ export interface CrashModelOptions {
   readonly blockBytes: number;
   /** Content of a block no write has touched yet. */
   readonly initial: (block: number) => Buffer;
+  /**
+   * The crash kills the server process only (SIGKILL), so the kernel's page cache survives and an
+   * acknowledged write must too (stripvault acknowledges a write once its journal record, and
+   * every one before it, is in the file). A power loss would keep only flushed writes.
+   */
+  readonly acknowledgedSurvives?: boolean;
 }
 
 export class CrashModel {
   readonly seed: number;
   readonly blockBytes: number;
   readonly #initial: (block: number) => Buffer;
+  readonly #acknowledgedSurvives: boolean;
   readonly #blocks = new Map<number, BlockState>();
   readonly #busy = new Set<number>();
   #writes = 0;
@@ -74,6 +81,7 @@ export class CrashModel {
     this.seed = opts.seed;
     this.blockBytes = opts.blockBytes;
     this.#initial = opts.initial;
+    this.#acknowledgedSurvives = opts.acknowledgedSurvives === true;
   }
 
   get writes(): number {
@@ -127,7 +135,7 @@ export class CrashModel {
       assert(v.write === t.write && !v.acked, 'acknowledged write is the newest version of its blocks');
       v.acked = true;
       this.#busy.delete(b);
-      if (t.fua) this.#raiseFloor(s, at);
+      if (t.fua || this.#acknowledgedSurvives) this.#raiseFloor(s, at);
     }
   }
 

@@ -42,7 +42,7 @@ export const twoRecoveryCrashes: RecoveryCase = {
 };
 
 /** The write-path points split by whether every share of the write is out yet (one test file each). */
-export const beforeShares: readonly CrashPoint[] = ['owl.appended', 'volume.strip-written'];
+export const beforeShares: readonly CrashPoint[] = ['owl.acknowledged', 'owl.appended', 'volume.strip-written'];
 export const afterShares: readonly CrashPoint[] = ['volume.shares-written', 'owl.retired'];
 
 /** `points` × hitCounts on one geometry, each scenario asserting the crash point fired. */

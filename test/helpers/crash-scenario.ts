@@ -97,7 +97,8 @@ async function scenarioSteps(run: CrashRun, opts: ScenarioOptions, label: string
   const started = Date.now();
   const phases: string[] = [];
   const phase = (what: string) => phases.push(`${what} ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  const model = new CrashModel({ seed, blockBytes: template.blockBytes, initial: initialContent });
+  // Every crash here is a SIGKILL of the server: the page cache survives, so acknowledged writes must.
+  const model = new CrashModel({ seed, blockBytes: template.blockBytes, initial: initialContent, acknowledgedSurvives: true });
 
   const p = run.launch(opts.crashAt);
   const { workload, death } = await crashUnderWorkload(p, template, model, opts);
