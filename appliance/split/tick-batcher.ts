@@ -18,6 +18,11 @@ export interface TickBatcherOptions<T, R> {
   /** How much work an item is (blocks, bytes). */
   readonly weight: (item: T) => number;
   readonly weightMax: number;
+  /**
+   * A turn lighter than this per worker is not split: a worker message costs more than sealing or
+   * opening a few blocks, so a handful of small requests go in one message (default 1).
+   */
+  readonly weightMin?: number;
   readonly parallelism: () => number;
   /** Items that may share a group have the same key (default: all may). */
   readonly key?: (item: T) => string;
@@ -28,7 +33,7 @@ export class TickBatcher<T, R> {
   #pending: Pending<T, R>[] = [];
 
   constructor(opts: TickBatcherOptions<T, R>) {
-    assert(opts.weightMax >= 1, 'batch weight limit');
+    assert(opts.weightMax >= 1 && (opts.weightMin ?? 1) >= 1, 'batch weight limits');
     this.#opts = opts;
   }
 
@@ -51,7 +56,7 @@ export class TickBatcher<T, R> {
     }
     for (const list of byKey.values()) {
       const total = list.reduce((a, p) => a + this.#opts.weight(p.item), 0);
-      const share = Math.min(this.#opts.weightMax, Math.max(1, Math.ceil(total / Math.max(1, this.#opts.parallelism()))));
+      const share = Math.min(this.#opts.weightMax, Math.max(this.#opts.weightMin ?? 1, Math.ceil(total / Math.max(1, this.#opts.parallelism()))));
       let group: Pending<T, R>[] = [];
       let weight = 0;
       for (const p of list) {

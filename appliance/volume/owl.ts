@@ -247,7 +247,8 @@ export class Owl {
       this.#live.push(entry);
       const header = encodeOwlRecordHeader({ ...a, seq: entry.seq, volumeId: this.volumeId, payloadBytes });
       const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
-      const buffers = pad > 0 ? [header, ...a.shares, Buffer.alloc(pad)] : [header, ...a.shares];
+      const shares = joinAdjacent(a.shares);
+      const buffers = pad > 0 ? [header, ...shares, zeroPad.subarray(0, pad)] : [header, ...shares];
       return new Promise<OwlEntry>((resolve, reject) => {
         this.#queue.push({ entry, recordBytes, buffers, resolve: () => resolve(entry), reject, ...(opts.written ? { written: opts.written } : {}) });
         this.#kick();
@@ -478,6 +479,25 @@ export class Owl {
     this.#superWrites = p.catch(() => undefined);
     return p;
   }
+}
+
+/** Padding to a record's alignment; never written to (only ever a writev source). */
+const zeroPad = Buffer.alloc(owlRecordAlign);
+
+/**
+ * One view for shares that lie back to back in one buffer (the seal output lays a write's targets
+ * out so): fewer pieces for writev to gather.
+ */
+function joinAdjacent(views: readonly Uint8Array[]): Uint8Array[] {
+  const first = views[0];
+  if (first === undefined) return [];
+  let end = first.byteOffset + first.byteLength;
+  for (let i = 1; i < views.length; i++) {
+    const v = views[i]!;
+    if (v.buffer !== first.buffer || v.byteOffset !== end) return [...views];
+    end += v.byteLength;
+  }
+  return [new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset)];
 }
 
 /** Queued records grouped into runs that are contiguous in the ring, each at most iovMax buffers. */

@@ -28,6 +28,8 @@ import { BlockCache, blockCacheBytesDefault, blockCacheBytesMax, type BlockCache
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
 export const blocksPerIoMax = 256;
+/** Blocks a turn must have per worker before its seals or reads are split across workers. */
+export const blocksPerMessageMin = 16;
 /** Slot bytes per worker write message: larger turns are cut so every worker copies a share. */
 export const fdWriteBytesPerJob = 1024 * 1024;
 /** A worker's strip I/O that takes longer is given up and redone through the devices (which fail the slow strip). */
@@ -270,6 +272,7 @@ export class Volume {
     run: (items) => this.sealItems(items),
     weight: (item) => item.run.count,
     weightMax: blocksPerIoMax,
+    weightMin: blocksPerMessageMin,
     parallelism: () => this.runner.parallelism,
   });
   /** Reads done by workers on the strips' descriptors, one turn's worth per message. */
@@ -277,6 +280,7 @@ export class Volume {
     run: (items) => this.fdReadItems(items),
     weight: (item) => item.count,
     weightMax: blocksPerIoMax,
+    weightMin: blocksPerMessageMin,
     parallelism: () => this.runner.parallelism,
     key: (item) => `${item.strips.map((s) => s.index).join(',')}/${item.stale.join(',')}`,
   });

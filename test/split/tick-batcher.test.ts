@@ -47,3 +47,25 @@ test('a runner that answers for the wrong number of items is a loud failure, not
   const r = await Promise.allSettled([b.add(1), b.add(2)]);
   t.true(r.every((x) => x.status === 'rejected'));
 });
+
+test('a turn lighter than weightMin per worker is not split', async (t) => {
+  const groups: number[][] = [];
+  const b = new TickBatcher<number, number>({
+    run: async (items) => {
+      groups.push([...items]);
+      return [...items];
+    },
+    weight: () => 1,
+    weightMax: 64,
+    weightMin: 4,
+    parallelism: () => 2,
+  });
+  await Promise.all([1, 2, 3, 4].map((i) => b.add(i)));
+  t.deepEqual(groups, [[1, 2, 3, 4]], 'four light items: one message');
+  groups.length = 0;
+  await Promise.all([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((i) => b.add(i)));
+  t.deepEqual(groups, [
+    [1, 2, 3, 4, 5],
+    [6, 7, 8, 9, 10],
+  ], 'heavy enough: shared between the workers');
+});
