@@ -107,8 +107,11 @@ export interface SealRun {
 
 /** Several writes sealed in one go (one worker message for many small requests). */
 export interface SealRunsBatch extends BatchShape {
-  /** The runs' blocks back to back, in run order. */
-  readonly blocks: Uint8Array;
+  /**
+   * The runs' blocks back to back, in run order; or one buffer per run, so writes received into
+   * buffers of their own need not be packed into one first.
+   */
+  readonly blocks: Uint8Array | readonly Uint8Array[];
   readonly runs: readonly SealRun[];
 }
 
@@ -126,20 +129,26 @@ export function sealedRunOffsets(runs: readonly Pick<SealRun, 'count' | 'targets
 /** Seals every run into one buffer laid out as sealedRunOffsets says. */
 export function sealRuns(b: SealRunsBatch): Uint8Array {
   const { offsets, bytes } = sealedRunOffsets(b.runs, b.slotBytes);
-  assert(b.blocks.length === b.runs.reduce((a, r) => a + r.count * b.blockBytes, 0), 'sealRuns: blocks do not match the runs');
+  const perRun = b.blocks instanceof Uint8Array ? null : b.blocks;
+  if (perRun === null) {
+    assert((b.blocks as Uint8Array).length === b.runs.reduce((a, r) => a + r.count * b.blockBytes, 0), 'sealRuns: blocks do not match the runs');
+  } else {
+    assert(perRun.length === b.runs.length && perRun.every((x, k) => x.length === b.runs[k]!.count * b.blockBytes), 'sealRuns: blocks do not match the runs');
+  }
+  const packed = perRun === null ? (b.blocks as Uint8Array) : null;
   // Shared memory: the shares are ciphertext, and the journal and the strip writers on other threads
   // then use them where they are instead of each receiving a copy.
   const out = Buffer.from(new SharedArrayBuffer(bytes));
   // Runs with the same epoch and targets (normally all of them) go to the native engine in one call:
-  // that is where small writes gain most.
+  // that is where small writes gain most. Runs in buffers of their own go one call each.
   let blockAt = 0;
   for (let k = 0; k < b.runs.length; ) {
     const r0 = b.runs[k]!;
     let end = k + 1;
     let blocks = r0.count;
-    while (end < b.runs.length && b.runs[end]!.epoch === r0.epoch && sameTargets(b.runs[end]!.targets, r0.targets)) blocks += b.runs[end++]!.count;
+    while (packed !== null && end < b.runs.length && b.runs[end]!.epoch === r0.epoch && sameTargets(b.runs[end]!.targets, r0.targets)) blocks += b.runs[end++]!.count;
     const group = b.runs.slice(k, end);
-    const groupBlocks = b.blocks.subarray(blockAt, blockAt + blocks * b.blockBytes);
+    const groupBlocks = packed !== null ? packed.subarray(blockAt, blockAt + blocks * b.blockBytes) : perRun![k]!;
     if (!sealRunsNative(b, group, offsets.slice(k, end), groupBlocks, out)) {
       let at = 0;
       group.forEach((r, j) => {

@@ -165,7 +165,8 @@ export class SplitPool implements SplitRunner {
   sealRuns(batch: SealRunsBatch): Promise<Uint8Array> {
     // The write path's bulk crosses threads in shared memory: the blocks here, the sealed shares
     // (batch.ts sealRuns) back to the journal and on to the strip writers, without a copy each way.
-    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks: inSharedMemory(batch.blocks) }) as Promise<Uint8Array>;
+    const blocks = batch.blocks instanceof Uint8Array ? inSharedMemory(batch.blocks) : batch.blocks.map(inSharedMemory);
+    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks }) as Promise<Uint8Array>;
   }
 
   readOpen(batch: ReadOpenBatch): Promise<ReadOpenResult> {

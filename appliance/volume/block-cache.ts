@@ -75,6 +75,8 @@ export class BlockCache {
     assert(Number.isInteger(count), 'cache put of partial blocks');
     // Only the tail of a run larger than the cache could survive anyway.
     const skip = Math.max(0, count - this.blocksMax);
+    // Buffer#copy with offsets: a view per block cost more than copying the block.
+    const src = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     for (let i = skip; i < count; i++) {
       const address = first + i;
       let e = this.#index.get(address);
@@ -84,7 +86,7 @@ export class BlockCache {
         this.#index.set(address, e);
         this.#append(e);
       } else this.#touch(e);
-      this.#data[e]!.set(data.subarray(i * this.blockBytes, (i + 1) * this.blockBytes));
+      src.copy(this.#data[e]!, 0, i * this.blockBytes, (i + 1) * this.blockBytes);
     }
   }
 

@@ -1143,11 +1143,10 @@ export class Volume {
   /** Seals one turn's writes in one runner batch; per item, one share buffer per target. */
   private async sealItems(items: readonly SealItem[]): Promise<Uint8Array[][]> {
     const runs = items.map((it) => it.run);
-    const single = items.length === 1 && items[0]!.blocks.buffer instanceof SharedArrayBuffer ? items[0]!.blocks : null;
     let packed: Uint8Array;
-    if (single !== null) {
-      // Already in shared memory (an NBD payload received there): the worker reads it in place.
-      packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks: single, runs });
+    if (items.every((it) => it.blocks.buffer instanceof SharedArrayBuffer)) {
+      // Already in shared memory (NBD payloads received there): the worker reads them in place.
+      packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks: items.map((it) => it.blocks), runs });
     } else {
       // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
       const blocks = sharedBuffers.take(items.reduce((a, it) => a + it.blocks.length, 0));

@@ -59,6 +59,17 @@ test('sealRuns lays out every run as sealedRunOffsets says, and each run opens t
     at += r.count * 4096;
   });
   t.throws(() => sealRuns({ ...s, blocks: blocks.subarray(4096), runs }), { message: /blocks do not match/ });
+  // One buffer per run (writes received into buffers of their own) seals the same runs.
+  const perRun = [Buffer.from(blocks.subarray(0, 2 * 4096)), Buffer.from(blocks.subarray(2 * 4096))];
+  const separate = sealRuns({ ...s, blocks: perRun, runs });
+  t.is(separate.length, bytes);
+  runs.forEach((r, k) => {
+    const span = r.count * slotBytes;
+    const slots = [0, 2].map((strip) => [strip, separate.subarray(offsets[k]! + strip * span, offsets[k]! + (strip + 1) * span)] as const);
+    t.true(Buffer.from(openBatch({ ...s, first: r.first, count: r.count, slots, complete: false }).blocks).equals(perRun[k]!));
+  });
+  t.throws(() => sealRuns({ ...s, blocks: [perRun[0]!], runs }), { message: /blocks do not match/ });
+  t.throws(() => sealRuns({ ...s, blocks: [perRun[1]!, perRun[0]!], runs }), { message: /blocks do not match/ });
 });
 
 test('slots written by writeSlotList are read and opened by readOpenRuns; a bad descriptor is reported, not thrown', async (t) => {
