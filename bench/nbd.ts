@@ -29,6 +29,7 @@ import {
   type Peer,
 } from './peers.ts';
 import { table } from './timing.ts';
+import { nativeSeal } from '../appliance/split/native-seal.ts';
 
 const randomFillAsync = promisify(randomFill);
 
@@ -370,7 +371,7 @@ async function main(argv: readonly string[]): Promise<void> {
   process.on('SIGTERM', onSignal);
   try {
     const run = await runBench({ quick, direct: argv.includes('--direct'), ...(profileDir ? { profileDir } : {}) });
-    console.log(`stripvault target: ${run.stripvault.name}`);
+    console.log(`stripvault target: ${run.stripvault.name}; seal engine: ${nativeSeal.available ? 'native' : `JavaScript (${nativeSeal.why})`}`);
     console.log(table(run.rows as unknown as Record<string, string | number>[]));
     if (profileDir) {
       const file = await profileOf(profileDir, run.stripvault.pid);
