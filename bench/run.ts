@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { benchReedSolomon } from './reed-solomon.ts';
-import { benchSplit } from './split.ts';
+import { benchBatch, benchSplit } from './split.ts';
 import { benchVolume } from './volume.ts';
 import { table } from './timing.ts';
 
@@ -13,6 +13,8 @@ const suites: Record<string, () => Promise<void>> = {
   async split() {
     console.log('\n## Split engine: seal/open vs raw node:crypto AES-256-CTR, one core (target: 2-of-3 64 KiB >= 0.10x)\n');
     console.log(table(benchSplit() as unknown as Record<string, string | number>[]));
+    console.log('\n## Batched seal/open as the volume sends them to a worker: JavaScript engine vs native addon, one core\n');
+    console.log(table(benchBatch() as unknown as Record<string, string | number>[]));
   },
   async 'reed-solomon'() {
     console.log('\n## Reed-Solomon over GF(2^8), MB/s of primary data\n');
