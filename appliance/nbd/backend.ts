@@ -28,6 +28,10 @@ export interface NbdExport {
   /** true if consistent across connections (flush/FUA visible to every connection) */
   readonly multiConn: boolean;
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * `data` is lent for the call only: the session reuses its memory for another request once the
+   * promise settles, so an export must copy whatever it keeps.
+   */
   write(offset: number, data: Buffer, opts: { fua: boolean }): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, opts: { fua: boolean }): Promise<void>;

@@ -127,8 +127,11 @@ export class Transmission {
         throw e;
       }
       void this.#serve(req, payload).finally(() => {
-        if (pooled && payload !== undefined) sharedBuffers.give(payload);
-        this.#budget.release(bytes);
+        try {
+          if (pooled && payload !== undefined) sharedBuffers.give(payload);
+        } finally {
+          this.#budget.release(bytes);
+        }
       });
     }
   }

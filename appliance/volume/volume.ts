@@ -506,6 +506,7 @@ export class Volume {
     } finally {
       this.closed = true;
       this.cache.clear();
+      sharedBuffers.wipe();
       release();
     }
     for (const w of this.wrappers) w.key.fill(0);
@@ -1615,6 +1616,7 @@ export class Volume {
     } finally {
       this.closed = true;
       this.cache.clear();
+      sharedBuffers.wipe();
       for (const w of this.wrappers) w.key.fill(0);
       this.wrappers = [];
       release();
