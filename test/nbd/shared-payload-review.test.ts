@@ -5,36 +5,14 @@
  * (a second give would hand one buffer to two writes: see test/volume/shared-buffers-review.test.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { ErrorCode, StripvaultError } from '../../appliance/errors.ts';
 import { Command, CommandFlag, NbdErrno } from '../../appliance/nbd/protocol.ts';
-import { sharedBuffers } from '../../appliance/split/shared-buffers.ts';
 import { MiB, RawPeer, eventually, memory, serve, wrapExport } from './helpers.ts';
+import { spyOnSharedBuffers } from '../helpers/shared-buffers-spy.ts';
 
 const KiB = 1024;
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-/** Records which memory the process-wide pool hands out and takes back, for the length of a test. */
-function spyOnSharedBuffers(t: ExecutionContext): { taken: SharedArrayBuffer[]; given: SharedArrayBuffer[] } {
-  const taken: SharedArrayBuffer[] = [];
-  const given: SharedArrayBuffer[] = [];
-  const take = sharedBuffers.take.bind(sharedBuffers);
-  const give = sharedBuffers.give.bind(sharedBuffers);
-  sharedBuffers.take = (bytes: number): Buffer => {
-    const b = take(bytes);
-    taken.push(b.buffer as SharedArrayBuffer);
-    return b;
-  };
-  sharedBuffers.give = (b: Buffer): void => {
-    given.push(b.buffer as SharedArrayBuffer);
-    give(b);
-  };
-  t.teardown(() => {
-    Reflect.deleteProperty(sharedBuffers, 'take');
-    Reflect.deleteProperty(sharedBuffers, 'give');
-  });
-  return { taken, given };
-}
 
 test.serial('a pooled payload stays the export\'s until its write settles, though its client disconnected and others keep writing', async (t) => {
   const spy = spyOnSharedBuffers(t);

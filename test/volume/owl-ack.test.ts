@@ -9,51 +9,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import type { StorageDevice } from '../../appliance/device/device.ts';
 import { MemoryDevice } from '../../appliance/device/memory-device.ts';
 import { ErrorCode, StripvaultError } from '../../appliance/errors.ts';
 import { Owl } from '../../appliance/volume/owl.ts';
 import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
 import { dataOffset } from '../../appliance/strip/layout.ts';
 import { testWrapper } from '../helpers/volumes.ts';
-
-/** Passes everything through, but data writes wait while the gate is closed, or fail while `failing`. */
-class GatedDevice implements StorageDevice {
-  readonly id: string;
-  readonly sizeBytes: number;
-  failing = false;
-  #open: Promise<void> = Promise.resolve();
-  #release: (() => void) | null = null;
-  constructor(readonly inner: StorageDevice, readonly dataFrom: number) {
-    this.id = inner.id;
-    this.sizeBytes = inner.sizeBytes;
-  }
-  hold(): void {
-    this.#open = new Promise((r) => (this.#release = r));
-  }
-  openGate(): void {
-    this.#release?.();
-    this.#release = null;
-    this.#open = Promise.resolve();
-  }
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.inner.read(offset, length);
-  }
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    // Headers and status records (below the slots) pass: only shares are held back.
-    if (offset >= this.dataFrom) {
-      await this.#open;
-      if (this.failing) throw new StripvaultError(ErrorCode.DeviceIo, `${this.id}: injected write error`, { errno: 'EIO' });
-    }
-    return this.inner.write(offset, data);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
+import { GatedDevice } from '../helpers/gated-device.ts';
 
 const volumeId = '7a1d7c2e-0000-4000-8000-00000000ac4e';
 const sizeBytes = 1 << 20;

@@ -11,17 +11,18 @@
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import type { StorageDevice } from '../../appliance/device/device.ts';
 import { MemoryDevice } from '../../appliance/device/memory-device.ts';
 import { connectNbd, type NbdClient } from '../../appliance/nbd/client.ts';
 import { SharedBuffers, sharedBuffers } from '../../appliance/split/shared-buffers.ts';
 import { SplitPool } from '../../appliance/split/split-pool.ts';
-import { dataOffset, slotBytesFor } from '../../appliance/strip/layout.ts';
+import { slotBytesFor } from '../../appliance/strip/layout.ts';
 import { Owl, owlRingBytesFor } from '../../appliance/volume/owl.ts';
 import { volumeExport } from '../../appliance/volume/volume-export.ts';
 import { Volume, stripBytesForVolume, uuidToBytes } from '../../appliance/volume/volume.ts';
 import { eventually, serve, tempDir } from '../nbd/helpers.ts';
 import { fileDevices, testWrapper } from '../helpers/volumes.ts';
+import { GatedDevice } from '../helpers/gated-device.ts';
+import { spyOnSharedBuffers } from '../helpers/shared-buffers-spy.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -114,61 +115,6 @@ test.serial('finding: plaintext written to a volume does not stay in the shared 
 });
 
 // ---------------------------------------------------------------- regression: reuse while a write is in flight
-
-/** Passes everything through, but data writes (the shares) wait while the gate is closed. */
-class GatedDevice implements StorageDevice {
-  readonly id: string;
-  readonly sizeBytes: number;
-  #open: Promise<void> = Promise.resolve();
-  #release: (() => void) | null = null;
-  constructor(readonly inner: StorageDevice) {
-    this.id = inner.id;
-    this.sizeBytes = inner.sizeBytes;
-  }
-  hold(): void {
-    this.#open = new Promise((r) => (this.#release = r));
-  }
-  openGate(): void {
-    this.#release?.();
-    this.#release = null;
-    this.#open = Promise.resolve();
-  }
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.inner.read(offset, length);
-  }
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    if (offset >= dataOffset) await this.#open;
-    return this.inner.write(offset, data);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-/** Records which memory the process-wide pool hands out and takes back, for the length of a test. */
-function spyOnSharedBuffers(t: ExecutionContext): { taken: SharedArrayBuffer[]; given: SharedArrayBuffer[] } {
-  const taken: SharedArrayBuffer[] = [];
-  const given: SharedArrayBuffer[] = [];
-  const take = sharedBuffers.take.bind(sharedBuffers);
-  const give = sharedBuffers.give.bind(sharedBuffers);
-  sharedBuffers.take = (bytes: number): Buffer => {
-    const b = take(bytes);
-    taken.push(b.buffer as SharedArrayBuffer);
-    return b;
-  };
-  sharedBuffers.give = (b: Buffer): void => {
-    given.push(b.buffer as SharedArrayBuffer);
-    give(b);
-  };
-  t.teardown(() => {
-    Reflect.deleteProperty(sharedBuffers, 'take');
-    Reflect.deleteProperty(sharedBuffers, 'give');
-  });
-  return { taken, given };
-}
 
 test.serial('a payload given back at acknowledgement is reused while its write is still going to the strips, and both writes read back', async (t) => {
   drainSharedBuffers(t);
