@@ -11,6 +11,7 @@ import { ErrorCode, StripvaultError, fail } from '../appliance/errors.ts';
 import { jsonLogger, type Logger } from '../appliance/log.ts';
 import type { NbdTlsOptions } from '../appliance/nbd/handshake.ts';
 import { startNbdServer, type NbdAddress } from '../appliance/nbd/server.ts';
+import { nativeSeal } from '../appliance/split/native-seal.ts';
 import { nbdServerTls } from '../appliance/nbd/tls.ts';
 import { systemActor } from '../appliance/appliance.ts';
 import { VirtualDisks } from '../appliance/virtual-disks.ts';
@@ -243,7 +244,9 @@ export async function serve(opts: ServeOptions): Promise<number> {
   }
   const where = 'path' in server.address ? `unix:${server.address.path}` : `${server.address.host}:${server.address.port}`;
   const scrubs = scrubEveryMs === null ? null : startScrubSchedule(appliance, { everyMs: scrubEveryMs, rateBytesPerSec: scrubRate });
-  log.log('info', 'serving', { nbd: where, api: api?.url ?? null, dataDir: appliance.dataDir, scrubEveryMs, scrubRateBytesPerSec: scrubRate });
+  log.log('info', 'serving', { nbd: where, api: api?.url ?? null, dataDir: appliance.dataDir, scrubEveryMs, scrubRateBytesPerSec: scrubRate, sealEngine: nativeSeal.available ? 'native' : 'javascript' });
+  // Correct either way, but several times slower without the addon: an administrator should know.
+  if (!nativeSeal.available) log.log('warn', 'seal_engine.javascript', { why: nativeSeal.why });
   opts.onListening?.(server.address);
   opts.onAppliance?.(appliance);
   if (api) opts.onApi?.(api.url);
