@@ -18,7 +18,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, fail } from '../errors.ts';
 import { sectionBytes } from '../strip/layout.ts';
-import type { KeyTable } from './batch.ts';
+import type { BatchShape, KeyTable } from './batch.ts';
 import { validateBlockBytes, validateGeometry } from './geometry.ts';
 import { parityMatrix } from './reed-solomon.ts';
 import { addressMax, epochMax, generationMax } from './share-binding.ts';
@@ -118,13 +118,7 @@ function sealKeys(table: KeyTable, targets: readonly number[]): SealKeys {
   return { sections, keys: pack.bytes(), keyIdx, keySlot };
 }
 
-export interface NativeSealCall {
-  readonly volumeId: Uint8Array;
-  readonly m: number;
-  readonly n: number;
-  readonly blockBytes: number;
-  readonly slotBytes: number;
-  readonly keys: KeyTable;
+export interface NativeSealCall extends BatchShape {
   readonly epoch: number;
   readonly targets: readonly number[];
   /** count × blockBytes */
@@ -199,13 +193,7 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
   return true;
 }
 
-export interface NativeOpenCall {
-  readonly volumeId: Uint8Array;
-  readonly m: number;
-  readonly n: number;
-  readonly blockBytes: number;
-  readonly slotBytes: number;
-  readonly keys: KeyTable;
+export interface NativeOpenCall extends BatchShape {
   readonly first: number;
   readonly count: number;
   readonly slots: ReadonlyArray<readonly [stripIndex: number, data: Uint8Array]>;

@@ -9,48 +9,15 @@
  * Every test patches FileHandle.prototype (shared by every handle of this worker): serial only.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
-import { MemoryDevice } from '../../appliance/device/memory-device.ts';
 import { ErrorCode, type StripvaultError } from '../../appliance/errors.ts';
-import { Owl } from '../../appliance/volume/owl.ts';
-import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
-import { testWrapper } from '../helpers/volumes.ts';
+import { owlVolume, owlVolumeBlockBytes } from '../helpers/owl-volume.ts';
 
 const volumeId = '7a1d7c2e-0000-4000-8000-00000000ac4f';
-const sizeBytes = 1 << 20;
-const blockBytes = 4096;
-
-type Teardown = { teardown: (f: () => void | Promise<void>) => void };
-
-async function fixture(t: Teardown) {
-  const dir = await mkdtemp(join(tmpdir(), 'sv-owl-ack-review-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const stripBytes = stripBytesForVolume(sizeBytes, blockBytes, 2);
-  const memory = Array.from({ length: 3 }, (_, i) => new MemoryDevice(stripBytes, { id: `rev${i}` }));
-  const wrapper = testWrapper();
-  const owlPath = join(dir, 'v.owl');
-  const idBytes = Buffer.from(volumeId.replace(/-/g, ''), 'hex');
-  const owl = await Owl.create(owlPath, idBytes, 4 << 20);
-  const volume = await Volume.create({
-    id: volumeId,
-    name: 'ack-review',
-    m: 2,
-    n: 3,
-    sizeBytes,
-    blockBytes,
-    locations: memory.map((device) => ({ device, base: 0 })),
-    wrappers: [wrapper],
-    regionsZeroed: true,
-    owl,
-  });
-  // What a restart sees: the strips as they are and the journal file as the page cache holds it.
-  const reopen = async (): Promise<Volume> =>
-    Volume.open({ locations: memory.map((device) => ({ device, base: 0 })), wrappers: [wrapper], expectId: volumeId, owl: await Owl.open(owlPath, idBytes) });
-  return { volume, reopen, dir };
-}
+const blockBytes = owlVolumeBlockBytes;
+const fixture = (t: Parameters<typeof owlVolume>[0]) => owlVolume(t, volumeId);
 
 type Proto = { writev: (...args: unknown[]) => Promise<{ bytesWritten: number }>; datasync: () => Promise<void> };
 
@@ -65,7 +32,7 @@ async function fileHandleProto(dir: string): Promise<Proto> {
  * Holds the first writev issued after installation (the next journal group) until `release` (or
  * fails it with `failHeld`); later writevs pass. `laterWritten` settles when the second one returns.
  */
-async function holdFirstJournalWritev(t: Teardown, dir: string) {
+async function holdFirstJournalWritev(t: { teardown: (f: () => void) => void }, dir: string) {
   const proto = await fileHandleProto(dir);
   const real = proto.writev;
   let calls = 0;
@@ -99,33 +66,39 @@ async function holdFirstJournalWritev(t: Teardown, dir: string) {
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-test.serial('a write acknowledged while an earlier journal group is still being written survives a crash of the process', async (t) => {
+/**
+ * Flushes an older block B, then holds write A's journal writev and lets write B (next turn, so its
+ * own group) overtake it: B's writev returns first.
+ */
+async function overtakenJournalWrite(t: Parameters<typeof fixture>[0]) {
   const { volume, reopen, dir } = await fixture(t);
-  const before = randomBytes(blockBytes);
-  await volume.write(65536, before);
+  await volume.write(65536, randomBytes(blockBytes));
   await volume.flush();
-
   const gate = await holdFirstJournalWritev(t, dir);
   // Write A: its journal group's writev is under way (held: a large record, a busy thread pool).
   const a = volume.write(0, randomBytes(blockBytes));
   a.catch(() => undefined);
   await gate.held;
-  // Write B, next turn, so its own group: its writev returns first.
   const dataB = randomBytes(blockBytes);
-  let bAcked = false;
+  const state = { bAcked: false };
   const b = volume.write(65536, dataB).then(() => {
-    bAcked = true;
+    state.bAcked = true;
   });
   b.catch(() => undefined);
   await gate.laterWritten;
   await turn();
+  return { volume, reopen, gate, a, b, dataB, state };
+}
+
+test.serial('a write acknowledged while an earlier journal group is still being written survives a crash of the process', async (t) => {
+  const { volume, reopen, gate, a, b, dataB, state } = await overtakenJournalWrite(t);
 
   // The appliance is killed here (SIGKILL): the journal file keeps what its writevs put in the page
   // cache; A's record never got there. A restart replays the journal.
   const again = await reopen();
   const got = await again.read(65536, blockBytes);
   await again.close();
-  t.true(!bAcked || got.equals(dataB), 'write B was acknowledged, so a crash of the process must not lose it (it reads back as the older block)');
+  t.true(!state.bAcked || got.equals(dataB), 'write B was acknowledged, so a crash of the process must not lose it (it reads back as the older block)');
 
   gate.restore();
   gate.release();
@@ -134,28 +107,12 @@ test.serial('a write acknowledged while an earlier journal group is still being 
 });
 
 test.serial('a write acknowledged while an earlier journal group fails is replayed by the reopen its failure asks for', async (t) => {
-  const { volume, reopen, dir } = await fixture(t);
-  const before = randomBytes(blockBytes);
-  await volume.write(65536, before);
-  await volume.flush();
-
-  const gate = await holdFirstJournalWritev(t, dir);
-  const a = volume.write(0, randomBytes(blockBytes));
-  a.catch(() => undefined);
-  await gate.held;
-  const dataB = randomBytes(blockBytes);
-  let bAcked = false;
-  const b = volume.write(65536, dataB).then(() => {
-    bAcked = true;
-  });
-  b.catch(() => undefined);
-  await gate.laterWritten;
-  await turn();
+  const { volume, reopen, gate, a, b, dataB, state } = await overtakenJournalWrite(t);
   // A's journal write fails (a full disk on the ring's first lap, an I/O error).
   gate.failHeld(Object.assign(new Error('ENOSPC: injected journal write failure'), { code: 'ENOSPC' }));
   await t.throwsAsync(a, undefined, 'write A was never acknowledged: it fails');
   await Promise.allSettled([b]);
-  if (bAcked) {
+  if (state.bAcked) {
     // The volume failed closed: "reopen the volume to replay it".
     const err = await t.throwsAsync(volume.flush());
     t.is((err as StripvaultError).code, ErrorCode.VolumeUnavailable);
@@ -166,7 +123,7 @@ test.serial('a write acknowledged while an earlier journal group fails is replay
   const again = await reopen();
   const got = await again.read(65536, blockBytes);
   await again.close();
-  t.true(!bAcked || got.equals(dataB), 'write B was acknowledged and the volume failed closed for a replay to finish it; after the reopen it reads back as the older block');
+  t.true(!state.bAcked || got.equals(dataB), 'write B was acknowledged and the volume failed closed for a replay to finish it; after the reopen it reads back as the older block');
 });
 
 test.serial('a volume failed closed by a lost acknowledged write does not report itself healthy', async (t) => {

@@ -5,47 +5,22 @@
  * acknowledgement must fail the volume closed until a reopen replays it.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { MemoryDevice } from '../../appliance/device/memory-device.ts';
 import { ErrorCode, StripvaultError } from '../../appliance/errors.ts';
-import { Owl } from '../../appliance/volume/owl.ts';
 import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
 import { dataOffset } from '../../appliance/strip/layout.ts';
 import { testWrapper } from '../helpers/volumes.ts';
 import { GatedDevice } from '../helpers/gated-device.ts';
+import { owlVolume, owlVolumeBytes } from '../helpers/owl-volume.ts';
 
 const volumeId = '7a1d7c2e-0000-4000-8000-00000000ac4e';
-const sizeBytes = 1 << 20;
+const sizeBytes = owlVolumeBytes;
+const fixture = (t: Parameters<typeof owlVolume>[0]) => owlVolume(t, volumeId);
 
-async function fixture(t: { teardown: (f: () => Promise<void>) => void }) {
-  const dir = await mkdtemp(join(tmpdir(), 'sv-owl-ack-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const stripBytes = stripBytesForVolume(sizeBytes, 4096, 2);
-  const memory = Array.from({ length: 3 }, (_, i) => new MemoryDevice(stripBytes, { id: `mem${i}` }));
-  const gated = memory.map((d) => new GatedDevice(d, dataOffset));
-  const wrapper = testWrapper();
-  const owlPath = join(dir, 'v.owl');
-  const idBytes = Buffer.from(volumeId.replace(/-/g, ''), 'hex');
-  const owl = await Owl.create(owlPath, idBytes, 4 << 20);
-  const volume = await Volume.create({
-    id: volumeId,
-    name: 'ack',
-    m: 2,
-    n: 3,
-    sizeBytes,
-    blockBytes: 4096,
-    locations: gated.map((device) => ({ device, base: 0 })),
-    wrappers: [wrapper],
-    regionsZeroed: true,
-    owl,
-  });
-  const reopen = async (): Promise<Volume> =>
-    Volume.open({ locations: memory.map((device) => ({ device, base: 0 })), wrappers: [wrapper], expectId: volumeId, owl: await Owl.open(owlPath, idBytes) });
-  return { volume, gated, reopen };
-}
 
 test('a write is acknowledged at its journal record; reads wait for its shares, flush waits for the strips', async (t) => {
   const { volume, gated } = await fixture(t);
