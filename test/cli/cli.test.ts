@@ -27,7 +27,8 @@ function cli(dataDir: string, args: string[], input?: Buffer): Promise<Run> {
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: err }));
+    // Killed by a signal: -1, with the signal in stderr so a failure says what happened.
+    child.on('close', (code, signal) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: signal ? `${err}\n[killed by ${signal}]` : err }));
     child.stdin.end(input);
   });
 }
@@ -96,7 +97,8 @@ test('devices, a volume, bytes in and out; nothing in plain text on disk or in t
     t.regex(r.stderr, /4096\/4096 blocks/);
 
     // Rebuild the lost strip on a new device; then the volume survives losing another one.
-    t.is((await cli(data, ['device', 'add', 'd3', join(dir, 'dev3.img'), '--create', '64M'])).code, 0);
+    r = await cli(data, ['device', 'add', 'd3', join(dir, 'dev3.img'), '--create', '64M']);
+    t.is(r.code, 0, r.stderr);
     r = await cli(data, ['volume', 'rebuild', 'vol1', '--strip', '1', '--device', 'd3']);
     t.is(r.code, 0, r.stderr);
     t.regex(r.stdout.toString(), /strips 1 caught up/);

@@ -165,8 +165,17 @@ test('a worker write that never settles fails its strips, and the write is refus
   await withTempDir(async (dir) => {
     const devices = await fileDevices(dir, 3, stripBytesForVolume(size, 4096, 2));
     const { inlineRunner } = await import('../../appliance/split/split-pool.ts');
-    const stuck = { ...inlineRunner, writeSlots: () => new Promise<(string | null)[]>(() => undefined) };
+    // Worker writes answer "failed" (so the devices take them) until `hang`, then never answer.
+    let hang = false;
+    const stuck = {
+      ...inlineRunner,
+      writeSlots: (b: { writes: readonly unknown[] }) => (hang ? new Promise<(string | null)[]>(() => undefined) : Promise.resolve(b.writes.map(() => 'EIO'))),
+    };
     const v = await Volume.create({ name: 'stuck', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, runner: stuck as never, cacheBytes: 0, ioTimeoutMs: 100 });
+    // A first write reserves generations (strip header writes): on a loaded machine a 100 ms
+    // deadline could otherwise fail strips there, before the stuck worker write is reached.
+    await v.write(0, randomBytes(4096)).catch(() => undefined);
+    hang = true;
     await t.throwsAsync(v.write(0, randomBytes(4096)), { code: 'SV_VOLUME_UNAVAILABLE' } as never);
     t.deepEqual(
       v.health().strips.map((st) => st.state),

@@ -124,7 +124,11 @@ struct Ctxs {
     EVP_MD_CTX_free(md); md = nullptr;
     for (int i = 0; i < kSharesMax; i++) { EVP_CIPHER_CTX_free(gcm[i]); gcm[i] = nullptr; gcmHas[i] = false; }
   }
-  ~Ctxs() { release(); }
+  // At thread exit only the cached key copies are wiped (every call already re-keyed the contexts
+  // with zeros). The contexts are not freed: a worker can exit while the process is exiting, after
+  // OpenSSL's own atexit cleanup, where freeing them would touch freed library state. A thread's
+  // contexts are a few kilobytes, and split workers live as long as the process.
+  ~Ctxs() { OPENSSL_cleanse(gcmKey, sizeof gcmKey); }
 };
 thread_local Ctxs ctxs;
 
