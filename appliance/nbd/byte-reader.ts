@@ -8,6 +8,7 @@
  */
 import type { Duplex, Readable } from 'node:stream';
 import { ErrorCode, StripvaultError, assert } from '../errors.ts';
+import { copyBytes } from '../split/native-seal.ts';
 import { readAheadBytesMax } from './protocol.ts';
 
 export class ByteReader {
@@ -130,7 +131,7 @@ export class ByteReader {
     assert(out.length === bytes, 'ByteReader: a destination of the wrong size');
     let at = 0;
     for (const part of parts) {
-      out.set(part, at);
+      copyBytes(out, at, part);
       at += part.length;
     }
     return out;

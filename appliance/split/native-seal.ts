@@ -31,6 +31,7 @@ function check(ok: boolean, what: string): void {
 interface Addon {
   seal(o: object): void;
   open(o: object): void;
+  copy(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt: number, length: number): void;
 }
 
 const aontKeyBytes = 32;
@@ -55,6 +56,21 @@ const addon = loaded.addon;
 
 /** Whether the native engine is in use, and if not, why (for logs and the test). */
 export const nativeSeal = { available: addon !== null, why: loaded.why } as const;
+
+/** Below this a plain TypedArray#set is cheaper than crossing into the addon. */
+export const nativeCopyBytesMin = 1024;
+
+/**
+ * Copies `length` bytes of src from srcAt into dst at dstAt. Where either side is shared memory
+ * (NBD payload buffers, sealed shares) and the addon is loaded, its memmove does it: V8 copies
+ * shared memory with a relaxed-atomic loop several times slower than memcpy.
+ */
+export function copyBytes(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt = 0, length = src.length - srcAt): void {
+  const ok = [dstAt, srcAt, length].every((x) => Number.isSafeInteger(x) && x >= 0) && srcAt + length <= src.length && dstAt + length <= dst.length;
+  if (!ok) throw new RangeError(`copyBytes: ${length} bytes from ${srcAt} of ${src.length} to ${dstAt} of ${dst.length}`);
+  if (addon !== null && length >= nativeCopyBytesMin && (dst.buffer instanceof SharedArrayBuffer || src.buffer instanceof SharedArrayBuffer)) addon.copy(dst, dstAt, src, srcAt, length);
+  else dst.set(srcAt === 0 && length === src.length ? src : src.subarray(srcAt, srcAt + length), dstAt);
+}
 
 const parities = new Map<string, Uint8Array>();
 function parity(m: number, n: number): Uint8Array {

@@ -10,6 +10,7 @@
  * made a sequential write spend more time evicting than sealing.
  */
 import { assert } from '../errors.ts';
+import { copyBytes } from '../split/native-seal.ts';
 
 /** Default bytes of plaintext kept per volume. */
 export const blockCacheBytesDefault = 32 * 1024 * 1024;
@@ -75,8 +76,7 @@ export class BlockCache {
     assert(Number.isInteger(count), 'cache put of partial blocks');
     // Only the tail of a run larger than the cache could survive anyway.
     const skip = Math.max(0, count - this.blocksMax);
-    // Buffer#copy with offsets: a view per block cost more than copying the block.
-    const src = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    // Copies with offsets: a view per block cost more than copying the block.
     for (let i = skip; i < count; i++) {
       const address = first + i;
       let e = this.#index.get(address);
@@ -86,7 +86,7 @@ export class BlockCache {
         this.#index.set(address, e);
         this.#append(e);
       } else this.#touch(e);
-      src.copy(this.#data[e]!, 0, i * this.blockBytes, (i + 1) * this.blockBytes);
+      copyBytes(this.#data[e]!, 0, data, i * this.blockBytes, this.blockBytes);
     }
   }
 
