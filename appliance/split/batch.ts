@@ -113,6 +113,12 @@ export interface SealRunsBatch extends BatchShape {
    */
   readonly blocks: Uint8Array | readonly Uint8Array[];
   readonly runs: readonly SealRun[];
+  /**
+   * Shared memory to seal into, at least sealedRunOffsets' bytes long (the caller's reusable
+   * buffer: a fresh one per batch costs a page fault per 4 KiB on the sealing thread). Every byte of
+   * every slot is written. Without it, sealRuns allocates.
+   */
+  readonly out?: Uint8Array;
 }
 
 /** Where each run's shares are in sealRuns' output: per run, per target, count × slotBytes. */
@@ -138,7 +144,9 @@ export function sealRuns(b: SealRunsBatch): Uint8Array {
   const packed = perRun === null ? (b.blocks as Uint8Array) : null;
   // Shared memory: the shares are ciphertext, and the journal and the strip writers on other threads
   // then use them where they are instead of each receiving a copy.
-  const out = Buffer.from(new SharedArrayBuffer(bytes));
+  const given = b.out;
+  if (given !== undefined) assert(given.buffer instanceof SharedArrayBuffer && given.length >= bytes, 'sealRuns: out is not shared memory of the sealed size');
+  const out = given !== undefined ? Buffer.from(given.buffer, given.byteOffset, bytes) : Buffer.from(new SharedArrayBuffer(bytes));
   // Runs with the same epoch and targets (normally all of them) go to the native engine in one call:
   // that is where small writes gain most. Runs in buffers of their own go one call each.
   let blockAt = 0;

@@ -268,7 +268,7 @@ export class Volume {
   /** Scrub, rebuild or re-key passes running: stale strips being caught up show as rebuilding. */
   private passes = 0;
   /** Seals of one event-loop turn go to the runner together (see TickBatcher). */
-  private readonly sealer = new TickBatcher<SealItem, Uint8Array[]>({
+  private readonly sealer = new TickBatcher<SealItem, Sealed>({
     run: (items) => this.sealItems(items),
     weight: (item) => item.run.count,
     weightMax: blocksPerIoMax,
@@ -1062,14 +1062,23 @@ export class Volume {
     }
     const epoch = this.epoch;
     const targetIndices = targets.map((t) => t.index);
-    const out = await this.sealer.add({ run: { first, count, generation, epoch, zero, targets: targetIndices }, blocks });
-    // Journalled durably before any share goes out: a crash from here on is rolled forward.
-    const entry = this.owl
-      ? await this.owl.append({ first, count, epoch, generation, targets: targetIndices, slotBytes: this.slotBytes, shares: out }, journaled ? { written: journaled } : {})
-      : null;
-    if (entry) crashPoint('owl.appended');
-    if (entry) appended.push(entry);
-    const results = await this.writeShares(first, targets, out);
+    const sealed = await this.sealer.add({ run: { first, count, generation, epoch, zero, targets: targetIndices }, blocks });
+    const out = sealed.shares;
+    let results: PromiseSettledResult<void>[] = [];
+    let entry: OwlEntry | null = null;
+    try {
+      // Journalled durably before any share goes out: a crash from here on is rolled forward.
+      entry = this.owl
+        ? await this.owl.append({ first, count, epoch, generation, targets: targetIndices, slotBytes: this.slotBytes, shares: out }, journaled ? { written: journaled } : {})
+        : null;
+      if (entry) crashPoint('owl.appended');
+      if (entry) appended.push(entry);
+      results = await this.writeShares(first, targets, out);
+    } finally {
+      // The journal's writev has settled and, if every strip write succeeded, nothing reads the
+      // shares any more. After a failure a timed-out write may still read them: not reused then.
+      sealed.release(results.length === targets.length && results.every((r) => r.status === 'fulfilled'));
+    }
     let ok = 0;
     for (let p = 0; p < targets.length; p++) {
       const r = results[p]!;
@@ -1141,13 +1150,18 @@ export class Volume {
     return results;
   }
 
-  /** Seals one turn's writes in one runner batch; per item, one share buffer per target. */
-  private async sealItems(items: readonly SealItem[]): Promise<Uint8Array[][]> {
+  /**
+   * Seals one turn's writes in one runner batch into one reusable shared buffer; per item, one share
+   * buffer per target and a release. The buffer is reused once every item has released it cleanly.
+   */
+  private async sealItems(items: readonly SealItem[]): Promise<Sealed[]> {
     const runs = items.map((it) => it.run);
-    let packed: Uint8Array;
+    const { offsets, bytes } = sealedRunOffsets(runs, this.slotBytes);
+    const packed = sharedBuffers.take(bytes);
+    // Not given back if the job fails: a worker that is being replaced may still be writing into it.
     if (items.every((it) => it.blocks.buffer instanceof SharedArrayBuffer)) {
       // Already in shared memory (NBD payloads received there): the worker reads them in place.
-      packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks: items.map((it) => it.blocks), runs });
+      await this.runner.sealRuns({ ...this.batchShape(runs), blocks: items.map((it) => it.blocks), runs, out: packed });
     } else {
       // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
       const blocks = sharedBuffers.take(items.reduce((a, it) => a + it.blocks.length, 0));
@@ -1157,16 +1171,26 @@ export class Volume {
           blocks.set(it.blocks, at);
           at += it.blocks.length;
         }
-        packed = await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs });
+        await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs, out: packed });
       } finally {
         // The job has settled: no worker reads these any more (one abandoned mid-job may, harmlessly).
         sharedBuffers.give(blocks);
       }
     }
-    const { offsets } = sealedRunOffsets(runs, this.slotBytes);
+    let holders = items.length;
+    let reusable = true;
     return runs.map((r, k) => {
       const span = r.count * this.slotBytes;
-      return r.targets.map((_, p) => packed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span));
+      let released = false;
+      return {
+        shares: r.targets.map((_, p) => packed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span)),
+        release: (clean: boolean) => {
+          if (released) return;
+          released = true;
+          reusable &&= clean;
+          if (--holders === 0 && reusable) sharedBuffers.give(packed);
+        },
+      };
     });
   }
 
@@ -1649,6 +1673,18 @@ const noZeroes = (): boolean => false;
 interface SealItem {
   readonly run: SealRun;
   readonly blocks: Buffer;
+}
+
+/** One write's sealed shares, in memory shared with the rest of its turn's batch. */
+interface Sealed {
+  /** One buffer per target, count × slotBytes. */
+  readonly shares: readonly Uint8Array[];
+  /**
+   * Called once nothing will read the shares any more (clean), or when that cannot be known (a
+   * write abandoned on a timeout may still read them later): the memory is reused only when every
+   * write of the batch released it cleanly.
+   */
+  release(clean: boolean): void;
 }
 
 interface FdWriteItem {

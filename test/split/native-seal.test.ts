@@ -240,14 +240,26 @@ test('seal: sealRuns (runs grouped into native calls) matches the JS engine run 
       nativeKeys.push(perBlock);
       jsKeys.push(jsKeyStream(perBlock, run.zero));
     });
+    // Every other case seals into reused memory (as the volume's pool hands it out): dirty, and
+    // longer than needed. Every byte of every slot must still come out as in a fresh buffer.
+    const out = k % 2 === 1 ? Buffer.from(new SharedArrayBuffer(bytes + r.int(0, 5000))).fill(guardByte) : undefined;
     let got: Uint8Array = new Uint8Array(0);
-    const used = feedKeys(Buffer.concat(jsKeys), Buffer.concat(nativeKeys), () => (got = sealRuns(b)));
-    const what = `runs case ${k}: ${b.m}-of-${b.n} block ${b.blockBytes} runs ${JSON.stringify(b.runs.map((x) => [x.first, x.count, x.epoch, x.targets]))}; ${replay}`;
+    const used = feedKeys(Buffer.concat(jsKeys), Buffer.concat(nativeKeys), () => (got = sealRuns(out === undefined ? b : { ...b, out })));
+    const what = `runs case ${k} (${out === undefined ? 'fresh' : 'reused'} output): ${b.m}-of-${b.n} block ${b.blockBytes} runs ${JSON.stringify(b.runs.map((x) => [x.first, x.count, x.epoch, x.targets]))}; ${replay}`;
+    if (out !== undefined && (got.buffer !== out.buffer || got.byteOffset !== 0 || got.length !== bytes)) mismatches.push(`${what}: not sealed into the given buffer`);
+    if (out !== undefined && !out.subarray(bytes).every((x) => x === guardByte)) mismatches.push(`${what}: wrote past the sealed bytes`);
     const blocks = b.runs.reduce((a, x) => a + x.count, 0);
     if (useNative && (used.nativeUsed !== blocks * 32 || used.jsUsed !== 0)) mismatches.push(`${what}: not all sealed natively (${JSON.stringify(used)})`);
     if (!Buffer.from(got).equals(want)) mismatches.push(`${what}: output differs`);
   }
   t.deepEqual(mismatches, [], replay);
+});
+
+test('sealRuns refuses an output that is not shared memory or is too short', (t) => {
+  const { batch: b } = randomRuns(prngFor('seal-runs-out'));
+  const { bytes } = sealedRunOffsets(b.runs, b.slotBytes);
+  t.throws(() => sealRuns({ ...b, out: Buffer.alloc(bytes) }), { message: /out is not shared memory/ });
+  t.throws(() => sealRuns({ ...b, out: Buffer.from(new SharedArrayBuffer(bytes - 1)) }), { message: /out is not shared memory/ });
 });
 
 test('the identity check can fail: one flipped AONT key bit changes exactly that block', (t) => {
