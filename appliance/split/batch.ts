@@ -55,6 +55,11 @@ export interface OpenBatch extends BatchGeometry {
   readonly stale?: readonly number[];
   /** Authenticate every share, not just M (scrub). */
   readonly verifyAll?: boolean;
+  /**
+   * Block i's address when the blocks are not consecutive (a worker's runs gathered into one
+   * batch: one native call instead of one per run); else first + i.
+   */
+  readonly addresses?: Float64Array;
 }
 
 export interface BlockOutcome {
@@ -270,7 +275,7 @@ export function openBatchJs(b: OpenBatch, blocks: Buffer = Buffer.alloc(b.count 
   const slots = b.slots.map(([strip, data]) => [strip, Buffer.from(data.buffer, data.byteOffset, data.byteLength)] as const);
   for (let i = 0; i < b.count; i++) {
     if (status !== null && status[i] === 0) continue;
-    const address = b.first + i;
+    const address = b.addresses?.[i] ?? b.first + i;
     const shares = slots.map(([strip, data]) => decodeSlot(strip, data.subarray(i * b.slotBytes, (i + 1) * b.slotBytes)));
     try {
       const r = openBlock({

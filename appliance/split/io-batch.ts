@@ -40,30 +40,36 @@ export type ReadOpenResult =
 
 export function readOpenRuns(b: ReadOpenBatch): ReadOpenResult {
   const total = b.runs.reduce((a, r) => a + r.count, 0);
-  const blocks = Buffer.allocUnsafeSlow(total * b.blockBytes);
-  const outcomes: BlockOutcome[][] = [];
+  // Every run's slots back to back per strip, then one open over all of them: a call per run cost
+  // more than opening its block (random 4 KiB reads come several runs of one block per message).
+  const scratch = b.strips.map(() => Buffer.allocUnsafe(total * b.slotBytes));
+  const addresses = new Float64Array(total);
   let at = 0;
-  const scratch = b.strips.map(() => Buffer.allocUnsafe(Math.max(...b.runs.map((r) => r.count)) * b.slotBytes));
   for (const r of b.runs) {
-    const span = r.count * b.slotBytes;
-    const slots: Array<readonly [number, Uint8Array]> = [];
     for (let s = 0; s < b.strips.length; s++) {
       const strip = b.strips[s]!;
-      const buf = scratch[s]!.subarray(0, span);
       try {
-        preadFully(strip.fd, buf, strip.dataOffset + r.first * b.slotBytes);
+        preadFully(strip.fd, scratch[s]!.subarray(at * b.slotBytes, (at + r.count) * b.slotBytes), strip.dataOffset + r.first * b.slotBytes);
       } catch (e) {
         if (!(e instanceof FdIoError)) throw e;
         return { ok: false, strip: strip.index, errno: e.errno, message: e.message };
       }
-      slots.push([strip.index, buf]);
     }
-    const opened = openBatch({ ...b, first: r.first, count: r.count, slots, complete: false, stale: b.stale });
-    blocks.set(opened.blocks, at);
-    at += r.count * b.blockBytes;
-    outcomes.push([...opened.outcomes]);
+    for (let j = 0; j < r.count; j++) addresses[at + j] = r.first + j;
+    at += r.count;
   }
-  return { ok: true, blocks, outcomes };
+  const slots = b.strips.map((strip, s) => [strip.index, scratch[s]!] as const);
+  const first = b.runs[0]?.first ?? 0;
+  const opened = openBatch({ ...b, first, count: total, addresses, slots, complete: false, stale: b.stale });
+  // Outcomes back per run, with block indices relative to their run.
+  const outcomes: BlockOutcome[][] = b.runs.map(() => []);
+  let run = 0;
+  let runStart = 0;
+  for (const o of opened.outcomes) {
+    while (o.i >= runStart + b.runs[run]!.count) runStart += b.runs[run++]!.count;
+    outcomes[run]!.push({ ...o, i: o.i - runStart });
+  }
+  return { ok: true, blocks: opened.blocks, outcomes };
 }
 
 export interface SlotWrite {

@@ -212,6 +212,8 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
 export interface NativeOpenCall extends BatchShape {
   readonly first: number;
   readonly count: number;
+  /** Block i's address, when the blocks are not consecutive (runs gathered into one call); else first + i. */
+  readonly addresses?: Float64Array;
   readonly slots: ReadonlyArray<readonly [stripIndex: number, data: Uint8Array]>;
   readonly verifyAll: boolean;
 }
@@ -225,7 +227,9 @@ export function openNative(c: NativeOpenCall, out: Uint8Array): Uint8Array | nul
   validateGeometry(c.m, c.n);
   validateBlockBytes(c.blockBytes);
   check(c.volumeId.length === volumeIdBytes, 'volume id is not 16 bytes');
-  check(Number.isInteger(c.count) && c.count >= 0 && Number.isInteger(c.first) && c.first >= 0 && c.first + c.count - 1 <= addressMax, 'address out of range');
+  check(Number.isInteger(c.count) && c.count >= 0 && Number.isInteger(c.first) && c.first >= 0, 'address out of range');
+  if (c.addresses === undefined) check(c.first + c.count - 1 <= addressMax, 'address out of range');
+  else check(c.addresses.length === c.count && c.addresses.every((a) => Number.isInteger(a) && a >= 0 && a <= addressMax), 'address out of range');
   check(out.length >= c.count * c.blockBytes, 'output size');
   const sorted = [...c.slots].sort((x, y) => x[0] - y[0]);
   // A bad strip list is the JavaScript engine's to refuse, with its own error.
@@ -256,7 +260,9 @@ export function openNative(c: NativeOpenCall, out: Uint8Array): Uint8Array | nul
       m: c.m,
       n: c.n,
       slotBytes: c.slotBytes,
-      first: c.first,
+      // With addresses, first is not used (and first + count need not be an address).
+      first: c.addresses === undefined ? c.first : 0,
+      addresses: c.addresses,
       keys,
       keyIdx,
       sections,

@@ -99,6 +99,44 @@ test('slots written by writeSlotList are read and opened by readOpenRuns; a bad 
   t.deepEqual(writeSlotList({ writes: [{ ...writes[0]!, fd: 987_654 }], cancel })[0]?.startsWith('EBADF'), true);
 });
 
+test('readOpenRuns opens several runs in one go; a bad share is reported in its own run, at its index in that run', async (t) => {
+  const s = shape();
+  const fds = await withFiles(t, 3);
+  const { runs, blocks, sealed } = sealTwo(s);
+  const { offsets } = sealedRunOffsets(runs, slotBytes);
+  const writes = runs.flatMap((r, k) =>
+    r.targets.map((strip, p) => {
+      const span = r.count * slotBytes;
+      return { fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span), group: k };
+    }),
+  );
+  t.deepEqual(writeSlotList({ writes, cancel: new Int32Array(new SharedArrayBuffer(8)) }), writes.map(() => null));
+  // Flip a byte inside the share of the second run's third block (address 42) on strip 0.
+  const bad = Buffer.alloc(1);
+  const badAt = dataOffset + 42 * slotBytes + 100;
+  const { readSync, writeSync } = await import('node:fs');
+  readSync(fds[0]!, bad, 0, 1, badAt);
+  bad[0] = bad[0]! ^ 0x40;
+  writeSync(fds[0]!, bad, 0, 1, badAt);
+  const strips: IoStrip[] = [0, 1].map((index) => ({ index, fd: fds[index]!, dataOffset }));
+  // Reads in an order of their own, with a run of unwritten slots between them.
+  const order = [
+    { first: 40, count: 3 },
+    { first: 20, count: 2 },
+    { first: 3, count: 2 },
+  ];
+  const r = readOpenRuns({ ...s, strips, runs: order, stale: [] });
+  if (!r.ok) return t.fail(r.message);
+  t.deepEqual(
+    r.outcomes.map((o) => o.map(({ i, failed }) => ({ i, failed: failed !== undefined }))),
+    [[{ i: 2, failed: true }], [], []],
+    'only the second run\'s third block: with one of its two shares bad it cannot open from these strips',
+  );
+  t.true(Buffer.from(r.blocks).subarray(0, 2 * 4096).equals(blocks.subarray(2 * 4096, 4 * 4096)), 'the first two blocks of the 40 run open');
+  t.true(Buffer.from(r.blocks).subarray(3 * 4096, 5 * 4096).equals(Buffer.alloc(2 * 4096)), 'unwritten slots read as zeros');
+  t.true(Buffer.from(r.blocks).subarray(5 * 4096).equals(blocks.subarray(0, 2 * 4096)), 'the 3 run opens');
+});
+
 test('a cancelled group is skipped; other groups of the same batch are written', async (t) => {
   const fds = await withFiles(t, 1);
   const cancel = new Int32Array(new SharedArrayBuffer(8));

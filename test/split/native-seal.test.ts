@@ -515,6 +515,67 @@ test('open: bad strip lists throw what the JS engine throws (typed), never a pla
   t.deepEqual(got, want);
 });
 
+test('open: runs gathered into one call by addresses open like each run alone, also where shares are corrupt', (t) => {
+  requireNative(t);
+  const r = prngFor('open-addresses');
+  const mismatches: string[] = [];
+  let gatheredBlocks = 0;
+  for (let k = 0; k < 40; k++) {
+    const { batch: b } = randomRuns(r);
+    const targets = b.runs[0]!.targets;
+    if (targets.length < b.m) continue;
+    // Only runs written to the same strips can be read back from one set of strips.
+    const runs = b.runs.filter((x) => x.targets.length === targets.length && x.targets.every((s, i) => s === targets[i]));
+    const sealed = sealRuns(b);
+    const { offsets } = sealedRunOffsets(b.runs, b.slotBytes);
+    // Corrupt a few bytes here and there: those blocks decline to the JavaScript engine, which
+    // must then use the right address for them too.
+    for (let c = r.int(0, 3); c > 0; c--) {
+      const at = r.int(0, sealed.length - 1);
+      sealed[at] = sealed[at]! ^ (1 << r.int(0, 7));
+    }
+    const perStrip = (x: SealRun) => {
+      const j = b.runs.indexOf(x);
+      const span = x.count * b.slotBytes;
+      return targets.map((_, p) => Buffer.from(sealed.subarray(offsets[j]! + p * span, offsets[j]! + (p + 1) * span)));
+    };
+    const alone = runs.map((x) => openBatchJs({ ...b, first: x.first, count: x.count, slots: targets.map((s, p) => [s, perStrip(x)[p]!] as const), complete: false }));
+    const total = runs.reduce((a, x) => a + x.count, 0);
+    const addresses = Float64Array.from(runs.flatMap((x) => Array.from({ length: x.count }, (_, j) => x.first + j)));
+    const slots = targets.map((s, p) => [s, Buffer.concat(runs.map((x) => perStrip(x)[p]!))] as const);
+    const gathered = openBatch({ ...b, first: 0, count: total, addresses, slots, complete: false });
+    const what = `case ${k}: ${b.m}-of-${b.n} runs ${JSON.stringify(runs.map((x) => [x.first, x.count]))}; ${replay}`;
+    if (!Buffer.from(gathered.blocks).equals(Buffer.concat(alone.map((a) => Buffer.from(a.blocks))))) mismatches.push(`${what}: blocks differ`);
+    let at = 0;
+    const want = alone.flatMap((a, j) => {
+      const shifted = a.outcomes.map((o) => ({ ...o, i: o.i + at }));
+      at += runs[j]!.count;
+      return shifted;
+    });
+    if (JSON.stringify(gathered.outcomes) !== JSON.stringify(want)) mismatches.push(`${what}: outcomes differ`);
+    gatheredBlocks += total;
+  }
+  t.deepEqual(mismatches, [], replay);
+  t.true(gatheredBlocks > 100, 'enough blocks were gathered to mean something');
+});
+
+test('open: bad addresses throw typed errors; the raw addon refuses them too', (t) => {
+  const b = randomSealBatch(prngFor('open-bad-addresses'), 4);
+  const out = sealBatch(b);
+  const call = { ...b, slots: b.targets.map((s, p) => [s, out[p]!] as const), verifyAll: false };
+  const bad = [new Float64Array(b.count + 1), Float64Array.from({ length: b.count }, () => -1), Float64Array.from({ length: b.count }, () => 0.5), Float64Array.from({ length: b.count }, () => addressMax + 1), Float64Array.from({ length: b.count }, () => NaN)];
+  for (const addresses of bad) {
+    const e = t.throws(() => openNative({ ...call, addresses }, Buffer.alloc(b.count * b.blockBytes)));
+    if (native) t.true(isStripvaultError(e) && e.code === ErrorCode.InvalidArgument, String(e));
+  }
+  if (!native) return;
+  const addon = createRequire(import.meta.url)('../../build/Release/stripvault_seal.node') as Addon;
+  const { open } = rawArgs();
+  for (const addresses of [new Float64Array(1), new Float64Array(3), Float64Array.of(-1, 0), Float64Array.of(0, NaN), Float64Array.of(2 ** 41, 0), Uint8Array.of(0, 1), new BigInt64Array(2), 'x', 7]) {
+    t.throws(() => addon.open({ ...open, addresses }), { instanceOf: Error }, label(addresses));
+  }
+});
+
 test('round trips: sealed natively opens in JS, sealed in JS opens natively', (t) => {
   const useNative = requireNative(t);
   const r = prngFor('round-trip');

@@ -370,7 +370,8 @@ napi_value Seal(napi_env env, napi_callback_info info) {
 
 /*
  * open(o) — fast path only. o: slots (Array<Buffer> per strip read), strips (Uint8Array), volumeId, count, blockBytes,
- * m, n, slotBytes, first, keys (k*32), keyIdx (Int16Array per read strip × sections × 256 key slots, -1 = none),
+ * m, n, slotBytes, first, addresses (optional Float64Array count: block i's address instead of first + i, for runs
+ * gathered into one call), keys (k*32), keyIdx (Int16Array per read strip × sections × 256 key slots, -1 = none),
  * sections, sectionFirst, sectionBytes, verifyAll (bool), out (count*blockBytes, zero-filled by caller),
  * status (Uint8Array count): 0 opened, 1 caller must take the full JS path for this block.
  * Fast path = every read slot holds the same generation (>0), clean metadata, same kind, and the shares it needs
@@ -384,9 +385,9 @@ napi_value Open(napi_env env, napi_callback_info info) {
   ScrubOnExit scrub;
   // Phase 1, the only one that can run JavaScript (getters): every property and every slots element.
   static const char* const names[] = {"strips", "volumeId", "keys", "keyIdx", "out", "status", "count", "blockBytes", "m", "n",
-                                      "slotBytes", "first", "sections", "sectionFirst", "sectionBytes", "verifyAll", "slots"};
+                                      "slotBytes", "first", "sections", "sectionFirst", "sectionBytes", "verifyAll", "slots", "addresses"};
   enum { pStrips, pVolumeId, pKeys, pKeyIdx, pOut, pStatus, pCount, pBlockBytes, pM, pN, pSlotBytes, pFirst, pSections,
-         pSectionFirst, pSectionBytes, pVerifyAll, pSlots };
+         pSectionFirst, pSectionBytes, pVerifyAll, pSlots, pAddresses };
   napi_value v[sizeof names / sizeof names[0]];
   readProps(env, o, names, v);
   std::vector<napi_value> slotsV;
@@ -416,6 +417,15 @@ napi_value Open(napi_env env, napi_callback_info info) {
   CHECK(S <= (size_t)n, "strips");
   CHECK(keysLen % 32 == 0, "keys");
   CHECK(outLen >= (size_t)(count * blockBytes) && statusLen >= (size_t)count, "sizes");
+  const double* addresses = nullptr;
+  napi_valuetype at = napi_undefined;
+  if (v[pAddresses] != nullptr) napi_typeof(env, v[pAddresses], &at);
+  if (at != napi_undefined && at != napi_null) {
+    uint8_t* addrB; size_t addrLen;
+    CHECK(f64Of(env, v[pAddresses], &addrB, &addrLen) && addrLen == (size_t)count * 8, "addresses");
+    addresses = (const double*)addrB;
+    for (int64_t i = 0; i < count; i++) CHECK(isIntIn(addresses[i], 0, kAddressMax), "address out of range");
+  }
   CHECK(keyIdxLen == S * sections * 256, "key table size");
   const size_t fragLen = (blockBytes + kAontKey + m - 1) / m;
   CHECK(kMeta + fragLen + kTag <= (size_t)slotBytes, "slot too small");
@@ -433,7 +443,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
   const char* failure = nullptr;
   for (int64_t i = 0; i < count; i++) {
     status[i] = 1;
-    const uint64_t address = first + i;
+    const uint64_t address = addresses ? (uint64_t)addresses[i] : first + i;
     const int64_t section = sectionOf(address, slotBytes, sectionBytes) - sectionFirst;
     if (section < 0 || section >= sections || S < (size_t)m) continue;
     // All slots: same generation/epoch-independent kind; clean metadata.
