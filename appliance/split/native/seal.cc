@@ -11,6 +11,7 @@
 // schedules are overwritten before each call returns.
 #include <node_api.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <cmath>
@@ -161,9 +162,10 @@ bool gcmStart(int slot, const uint8_t* key, const uint8_t* nonce, int enc) {
   return EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, nonce, enc) == 1;
 }
 
+// OpenSSL's one-shot SHA256 (not deprecated in 3.0): EVP_DigestInit_ex with EVP_sha256() looks the
+// implementation up in the provider on every call, which cost as much as hashing a share's block.
 bool sha256(const uint8_t* d, size_t len, uint8_t* out) {
-  unsigned int ol = 0;
-  return EVP_DigestInit_ex(ctxs.md, EVP_sha256(), nullptr) && EVP_DigestUpdate(ctxs.md, d, len) && EVP_DigestFinal_ex(ctxs.md, out, &ol);
+  return SHA256(d, len, out) != nullptr;
 }
 
 // ---- N-API helpers ----
