@@ -96,7 +96,6 @@ void makeAad(uint8_t* a, const uint8_t* vol, uint8_t strip, uint8_t m, uint8_t n
 struct Ctxs {
   bool ready = false;
   EVP_CIPHER_CTX* ctr = nullptr;
-  EVP_MD_CTX* md = nullptr;
   EVP_CIPHER_CTX* gcm[kSharesMax] = {};
   uint8_t gcmKey[kSharesMax][32] = {};  // key currently scheduled in gcm[i], so an unchanged key is not re-expanded
   int gcmEnc[kSharesMax] = {};
@@ -105,8 +104,8 @@ struct Ctxs {
     if (ready) return true;
     // A half-made set is freed and retried next call, never used with some contexts missing.
     release();
-    ctr = EVP_CIPHER_CTX_new(); md = EVP_MD_CTX_new();
-    bool ok = ctr && md && EVP_EncryptInit_ex(ctr, EVP_aes_256_ctr(), nullptr, nullptr, nullptr);
+    ctr = EVP_CIPHER_CTX_new();
+    bool ok = ctr && EVP_EncryptInit_ex(ctr, EVP_aes_256_ctr(), nullptr, nullptr, nullptr);
     for (int i = 0; ok && i < kSharesMax; i++) {
       gcm[i] = EVP_CIPHER_CTX_new();
       ok = gcm[i] && EVP_CipherInit_ex(gcm[i], EVP_aes_256_gcm(), nullptr, nullptr, nullptr, 1);
@@ -136,7 +135,6 @@ struct Ctxs {
     ready = false;
     OPENSSL_cleanse(gcmKey, sizeof gcmKey);
     EVP_CIPHER_CTX_free(ctr); ctr = nullptr;  // free cleanses the key schedule
-    EVP_MD_CTX_free(md); md = nullptr;
     for (int i = 0; i < kSharesMax; i++) { EVP_CIPHER_CTX_free(gcm[i]); gcm[i] = nullptr; gcmHas[i] = false; }
   }
   // At thread exit only the cached key copies are wiped (every call already re-keyed the contexts
