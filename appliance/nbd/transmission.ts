@@ -126,9 +126,14 @@ export class Transmission {
         this.#budget.release(bytes);
         throw e;
       }
-      void this.#serve(req, payload).finally(() => {
+      void this.#serve(req, payload).then((ok) => {
         try {
-          if (pooled && payload !== undefined) sharedBuffers.give(payload);
+          if (pooled && payload !== undefined) {
+            // Refused (a closed or failed volume, a bad request): the plaintext was never taken in
+            // and its volume may already be gone — the pool's wipe at close cannot see it any more.
+            if (!ok) payload.fill(0);
+            sharedBuffers.give(payload);
+          }
         } finally {
           this.#budget.release(bytes);
         }
@@ -136,8 +141,8 @@ export class Transmission {
     }
   }
 
-  /** Never rejects: every outcome becomes a reply (or nothing, if the client is gone). */
-  async #serve(req: NbdRequest, payload: Buffer | undefined): Promise<void> {
+  /** Never rejects: every outcome becomes a reply (or nothing, if the client is gone). True if the request succeeded. */
+  async #serve(req: NbdRequest, payload: Buffer | undefined): Promise<boolean> {
     let result: Result;
     try {
       const invalid = validateRequest(req, this.#ctx);
@@ -158,9 +163,10 @@ export class Transmission {
         ? encodeErrorChunk(req.cookie, ReplyFlag.Done, wire.errno, wire.message)
         : encodeSimpleReply(wire.errno, req.cookie);
       await send(this.#socket, reply);
-      return;
+      return false;
     }
     await send(this.#socket, this.#encode(req, result));
+    return true;
   }
 
   async #execute(req: NbdRequest, payload: Buffer | undefined): Promise<Result> {

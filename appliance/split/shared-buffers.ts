@@ -33,9 +33,13 @@ function sizeClass(bytes: number): number {
 
 export class SharedBuffers {
   readonly #free = new Map<number, SharedArrayBuffer[]>();
-  /** Memory handed out and not given back yet: only that may be given back, and only once. */
-  readonly #out = new WeakSet<SharedArrayBuffer>();
+  /**
+   * Memory handed out and not given back yet (only that may be given back, and only once), with
+   * the number of wipes done when it was taken.
+   */
+  readonly #out = new WeakMap<SharedArrayBuffer, number>();
   #freeBytes = 0;
+  #wipes = 0;
 
   /** A buffer of `bytes` in shared memory, not cleared. */
   take(bytes: number): Buffer {
@@ -48,7 +52,7 @@ export class SharedBuffers {
       if (reused !== undefined) this.#freeBytes -= size;
       sab = reused ?? new SharedArrayBuffer(size);
     }
-    this.#out.add(sab);
+    this.#out.set(sab, this.#wipes);
     return Buffer.from(sab, 0, bytes);
   }
 
@@ -57,9 +61,12 @@ export class SharedBuffers {
    * buffer twice, would hand one memory to two owners: that is a broken invariant, not bad input.
    */
   give(buf: Buffer): void {
-    const sab = buf.buffer;
-    assert(sab instanceof SharedArrayBuffer && buf.byteOffset === 0 && this.#out.has(sab), 'given back a buffer that was not taken (or given back twice)');
+    const sab = buf.buffer instanceof SharedArrayBuffer && buf.byteOffset === 0 ? buf.buffer : null;
+    const takenAt = sab === null ? undefined : this.#out.get(sab);
+    assert(sab !== null && takenAt !== undefined, 'given back a buffer that was not taken (or given back twice)');
     this.#out.delete(sab);
+    // Out during a wipe: it may hold the plaintext of the volume whose close asked for the wipe.
+    if (takenAt !== this.#wipes) new Uint8Array(sab).fill(0);
     const size = sab.byteLength;
     if (size > sizeClassBytesMax || size !== sizeClass(size) || this.#freeBytes + size > sharedBuffersKeptBytesMax) return;
     let list = this.#free.get(size);
@@ -70,6 +77,7 @@ export class SharedBuffers {
 
   /** Zeroes the memory kept for reuse (a closed volume's or sealed appliance's plaintext); buffers in use are untouched. */
   wipe(): void {
+    this.#wipes++;
     for (const list of this.#free.values()) for (const sab of list) new Uint8Array(sab).fill(0);
   }
 

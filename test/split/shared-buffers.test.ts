@@ -26,3 +26,19 @@ test('shared buffers are reused by size class and kept only up to a bound', (t) 
   pool.give(huge);
   t.is(pool.keptBytes, kept);
 });
+
+test('a buffer that was out during a wipe comes back zeroed; one taken after it is kept as it is', (t) => {
+  const pool = new SharedBuffers();
+  const before = pool.take(4096);
+  before.fill(0x5a);
+  const keptThrough = pool.take(4096);
+  pool.give(keptThrough.fill(0x11));
+  pool.wipe();
+  t.true(new Uint8Array(keptThrough.buffer).every((x) => x === 0), 'what the pool kept is wiped');
+  pool.give(before);
+  t.true(new Uint8Array(before.buffer).every((x) => x === 0), 'memory in use during the wipe is zeroed when it comes back');
+  const after = pool.take(4096);
+  after.fill(0x77);
+  pool.give(after);
+  t.true(new Uint8Array(after.buffer).subarray(0, 4096).every((x) => x === 0x77), 'memory taken after the wipe is not cleared again (callers overwrite it)');
+});
