@@ -9,6 +9,7 @@ import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
 import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
 import { sharedBuffers } from '../split/shared-buffers.ts';
+import { copyBytes } from '../split/native-seal.ts';
 import { openBatch, sealedRunOffsets, type BatchGeometry, type BatchShape, type BlockOutcome, type KeyTable, type SealRun } from '../split/batch.ts';
 import type { IoStrip, SlotWrite } from '../split/io-batch.ts';
 import { TickBatcher } from '../split/tick-batcher.ts';
@@ -1168,7 +1169,7 @@ export class Volume {
       try {
         let at = 0;
         for (const it of items) {
-          blocks.set(it.blocks, at);
+          copyBytes(blocks, at, it.blocks);
           at += it.blocks.length;
         }
         await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs, out: packed });
