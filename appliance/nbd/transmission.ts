@@ -126,7 +126,8 @@ export class Transmission {
         this.#budget.release(bytes);
         throw e;
       }
-      void this.#serve(req, payload).then((ok) => {
+      // #serve does not reject; if it ever did, the payload and the budget must still come back.
+      void this.#serve(req, payload).then((ok) => ok, () => false).then((ok) => {
         try {
           if (pooled && payload !== undefined) {
             // Refused (a closed or failed volume, a bad request): the plaintext was never taken in
