@@ -22,3 +22,38 @@ export function spyOnSharedBuffers(t: ExecutionContext): { taken: SharedArrayBuf
   });
   return { taken, given };
 }
+
+/**
+ * Takes every buffer the process-wide pool keeps (other tests leave some), so what a test gives
+ * back is kept whatever came before; they go back when the test ends.
+ */
+export function drainSharedBuffers(t: ExecutionContext): void {
+  const held: Buffer[] = [];
+  for (let size = 64 * 1024; size <= 16 * 1024 * 1024; size *= 2) {
+    for (;;) {
+      const kept = sharedBuffers.keptBytes;
+      const b = sharedBuffers.take(size);
+      held.push(b);
+      if (sharedBuffers.keptBytes === kept) break;
+    }
+  }
+  t.is(sharedBuffers.keptBytes, 0);
+  t.teardown(() => {
+    for (const b of held) sharedBuffers.give(b);
+  });
+}
+
+/** Whether any buffer the pool keeps in the size class of `bytes` holds `probe`, as the next takers would get them. */
+export function poolHolds(probe: Uint8Array, bytes: number): boolean {
+  const seen: Buffer[] = [];
+  let found = false;
+  for (;;) {
+    const kept = sharedBuffers.keptBytes;
+    const b = sharedBuffers.take(bytes);
+    seen.push(b);
+    if (b.indexOf(probe) >= 0) found = true;
+    if (sharedBuffers.keptBytes === kept) break;
+  }
+  for (const b of seen) sharedBuffers.give(b);
+  return found;
+}

@@ -17,7 +17,8 @@ import { sharedBuffers } from '../../appliance/split/shared-buffers.ts';
 import { SplitPool } from '../../appliance/split/split-pool.ts';
 import { volumeExport } from '../../appliance/volume/volume-export.ts';
 import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
-import { testWrapper } from '../helpers/volumes.ts';
+import { memoryVolume, testWrapper } from '../helpers/volumes.ts';
+import { poolHolds } from '../helpers/shared-buffers-spy.ts';
 import { poisonPool } from '../helpers/pool-watch.ts';
 import { RawPeer, serve } from './helpers.ts';
 
@@ -141,19 +142,7 @@ test.serial('finding: a WRITE payload received for a volume that is already clos
   // keeping up to 128 MiB, that plaintext stays in the process after the appliance is sealed, until
   // some later take happens to overwrite it. (The give-back in transmission.ts, or the pool, would
   // have to zero memory given back once its volume has closed.)
-  const blockBytes = 4096;
-  const sizeBytes = 1024 * KiB;
-  const devices = Array.from({ length: 3 }, (_, i) => new MemoryDevice(stripBytesForVolume(sizeBytes, blockBytes, 2), { id: `mem${i}` }));
-  const volume = await Volume.create({
-    name: 's4closed',
-    m: 2,
-    n: 3,
-    sizeBytes,
-    blockBytes,
-    locations: devices.map((device) => ({ device, base: 0 })),
-    wrappers: [testWrapper()],
-    regionsZeroed: true,
-  });
+  const { volume } = await memoryVolume({ m: 2, n: 3, sizeBytes: 1024 * KiB });
   const { address } = await serve(t, [volumeExport(volume, 'disk')]);
   const peer = await RawPeer.transmission(address, 'disk');
   t.teardown(() => peer.socket.destroy());
@@ -162,17 +151,5 @@ test.serial('finding: a WRITE payload received for a volume that is already clos
   peer.request({ type: Command.Write, cookie: 7n, offset: 0, length: secret.length }, secret);
   const reply = await peer.reply();
   t.true(reply.kind === 'simple' && reply.error !== 0, 'the write to a closed volume is refused');
-  // Every buffer the pool keeps in that size class, as the next takers would get them.
-  const probe = secret.subarray(1000, 1064);
-  const seen: Buffer[] = [];
-  let leaked = false;
-  for (;;) {
-    const kept = sharedBuffers.keptBytes;
-    const b = sharedBuffers.take(128 * KiB);
-    seen.push(b);
-    if (b.indexOf(probe) >= 0) leaked = true;
-    if (sharedBuffers.keptBytes === kept) break;
-  }
-  for (const b of seen) sharedBuffers.give(b);
-  t.false(leaked, 'the refused write\'s plaintext is in the shared pool after its volume closed');
+  t.false(poolHolds(secret.subarray(1000, 1064), 128 * KiB), 'the refused write\'s plaintext is in the shared pool after its volume closed');
 });

@@ -44,6 +44,17 @@ function sealTwo(s: BatchShape) {
   return { runs, blocks, sealed: sealRuns({ ...s, blocks, runs }) };
 }
 
+/** Every run's shares as slot writes to their strips' files (one group per run). */
+function slotWrites(runs: readonly SealRun[], sealed: Uint8Array, fds: readonly number[]) {
+  const { offsets } = sealedRunOffsets(runs, slotBytes);
+  return runs.flatMap((r, k) =>
+    r.targets.map((strip, p) => {
+      const span = r.count * slotBytes;
+      return { fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span), group: k };
+    }),
+  );
+}
+
 test('sealRuns lays out every run as sealedRunOffsets says, and each run opens to its blocks', (t) => {
   const s = shape();
   const { runs, blocks, sealed } = sealTwo(s);
@@ -76,13 +87,7 @@ test('slots written by writeSlotList are read and opened by readOpenRuns; a bad 
   const s = shape();
   const fds = await withFiles(t, 3);
   const { runs, blocks, sealed } = sealTwo(s);
-  const { offsets } = sealedRunOffsets(runs, slotBytes);
-  const writes = runs.flatMap((r, k) =>
-    r.targets.map((strip, p) => {
-      const span = r.count * slotBytes;
-      return { fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span), group: k };
-    }),
-  );
+  const writes = slotWrites(runs, sealed, fds);
   const cancel = new Int32Array(new SharedArrayBuffer(8));
   t.deepEqual(writeSlotList({ writes, cancel }), writes.map(() => null));
   const strips: IoStrip[] = [0, 2].map((index) => ({ index, fd: fds[index]!, dataOffset }));
@@ -103,13 +108,7 @@ test('readOpenRuns opens several runs in one go; a bad share is reported in its 
   const s = shape();
   const fds = await withFiles(t, 3);
   const { runs, blocks, sealed } = sealTwo(s);
-  const { offsets } = sealedRunOffsets(runs, slotBytes);
-  const writes = runs.flatMap((r, k) =>
-    r.targets.map((strip, p) => {
-      const span = r.count * slotBytes;
-      return { fd: fds[strip]!, offset: dataOffset + r.first * slotBytes, data: sealed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span), group: k };
-    }),
-  );
+  const writes = slotWrites(runs, sealed, fds);
   t.deepEqual(writeSlotList({ writes, cancel: new Int32Array(new SharedArrayBuffer(8)) }), writes.map(() => null));
   // Flip a byte inside the share of the second run's third block (address 42) on strip 0.
   const bad = Buffer.alloc(1);

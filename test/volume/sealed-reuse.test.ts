@@ -6,26 +6,13 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { sharedBuffers } from '../../appliance/split/shared-buffers.ts';
 import { owlVolume, owlVolumeBlockBytes } from '../helpers/owl-volume.ts';
-import { spyOnSharedBuffers } from '../helpers/shared-buffers-spy.ts';
+import { drainSharedBuffers, spyOnSharedBuffers } from '../helpers/shared-buffers-spy.ts';
 
 const volumeId = '0c7a2e51-94b3-4f0e-8a6d-3b5c1e9f7a20';
-const KiB = 1024;
-
-/** Empties the pool's free lists, so what a test takes is what it gave back. */
-function drain(): void {
-  const taken: Buffer[] = [];
-  for (let guard = 0; sharedBuffers.keptBytes > 0 && guard < 10_000; guard++) {
-    const before = sharedBuffers.keptBytes;
-    for (const size of [64 * KiB, 128 * KiB, 256 * KiB, 512 * KiB, 1024 * KiB, 2048 * KiB]) taken.push(sharedBuffers.take(size));
-    if (sharedBuffers.keptBytes === before) break;
-  }
-  // Left to the garbage collector: given back, they would be kept again.
-}
 
 test.serial('sealed shares reuse pooled memory once they are on every strip, and every write reads back after a reopen', async (t) => {
-  drain();
+  drainSharedBuffers(t);
   const spy = spyOnSharedBuffers(t);
   const { volume, reopen } = await owlVolume(t, volumeId);
   const writes = Array.from({ length: 24 }, (_, i) => ({ offset: i * 8 * owlVolumeBlockBytes, data: randomBytes(4 * owlVolumeBlockBytes) }));
@@ -44,7 +31,7 @@ test.serial('sealed shares reuse pooled memory once they are on every strip, and
 });
 
 test.serial('a write with a failed strip write keeps its shares out of the pool; later writes still read back', async (t) => {
-  drain();
+  drainSharedBuffers(t);
   const spy = spyOnSharedBuffers(t);
   const { volume, gated, reopen } = await owlVolume(t, volumeId);
   const first = randomBytes(4 * owlVolumeBlockBytes);

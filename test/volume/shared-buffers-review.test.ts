@@ -10,7 +10,7 @@
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { join } from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { MemoryDevice } from '../../appliance/device/memory-device.ts';
 import { connectNbd, type NbdClient } from '../../appliance/nbd/client.ts';
 import { SharedBuffers, sharedBuffers } from '../../appliance/split/shared-buffers.ts';
@@ -20,34 +20,15 @@ import { Owl, owlRingBytesFor } from '../../appliance/volume/owl.ts';
 import { volumeExport } from '../../appliance/volume/volume-export.ts';
 import { Volume, stripBytesForVolume, uuidToBytes } from '../../appliance/volume/volume.ts';
 import { eventually, serve, tempDir } from '../nbd/helpers.ts';
-import { fileDevices, testWrapper } from '../helpers/volumes.ts';
+import { fileDevices, memoryVolume, testWrapper } from '../helpers/volumes.ts';
 import { GatedDevice } from '../helpers/gated-device.ts';
-import { spyOnSharedBuffers } from '../helpers/shared-buffers-spy.ts';
+import { drainSharedBuffers, poolHolds, spyOnSharedBuffers } from '../helpers/shared-buffers-spy.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const blockBytes = 4096;
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-/**
- * Takes every buffer the process-wide pool keeps (other tests leave some), so what a test gives
- * back is kept whatever came before; they go back when the test ends.
- */
-function drainSharedBuffers(t: ExecutionContext): void {
-  const held: Buffer[] = [];
-  for (let size = 64 * KiB; size <= 16 * MiB; size *= 2) {
-    for (;;) {
-      const kept = sharedBuffers.keptBytes;
-      const b = sharedBuffers.take(size);
-      held.push(b);
-      if (sharedBuffers.keptBytes === kept) break;
-    }
-  }
-  t.is(sharedBuffers.keptBytes, 0);
-  t.teardown(() => {
-    for (const b of held) sharedBuffers.give(b);
-  });
-}
 
 // ---------------------------------------------------------------- the pool itself (findings)
 
@@ -81,18 +62,7 @@ test.serial('finding: plaintext written to a volume does not stay in the shared 
   // Volume.close() zeroes its block cache ("plaintext does not outlive the volume's keys"), but the
   // process-wide pool keeps up to 32 MiB of given-back seal inputs and NBD payloads — plaintext —
   // after the volume is closed (and after the appliance is sealed), until a later take overwrites it.
-  const sizeBytes = 4 * MiB;
-  const devices = Array.from({ length: 3 }, (_, i) => new MemoryDevice(stripBytesForVolume(sizeBytes, blockBytes, 2), { id: `mem${i}` }));
-  const volume = await Volume.create({
-    name: 'plain',
-    m: 2,
-    n: 3,
-    sizeBytes,
-    blockBytes,
-    locations: devices.map((device) => ({ device, base: 0 })),
-    wrappers: [testWrapper()],
-    regionsZeroed: true,
-  });
+  const { volume } = await memoryVolume({ m: 2, n: 3, sizeBytes: 4 * MiB, blockBytes });
   drainSharedBuffers(t);
   // Not in shared memory: sealItems packs it into a pooled buffer of the 256 KiB class.
   const secret = randomBytes(256 * KiB);
@@ -100,18 +70,7 @@ test.serial('finding: plaintext written to a volume does not stay in the shared 
   await volume.close();
   const probe = secret.subarray(0, 64);
   t.true(sharedBuffers.keptBytes > 0, 'the seal input was given back to the pool');
-  // Every kept buffer of that class, as the next takers would get them.
-  const seen: Buffer[] = [];
-  let leaked = false;
-  for (;;) {
-    const kept = sharedBuffers.keptBytes;
-    const b = sharedBuffers.take(256 * KiB);
-    seen.push(b);
-    if (b.indexOf(probe) >= 0) leaked = true;
-    if (sharedBuffers.keptBytes === kept) break;
-  }
-  for (const b of seen) sharedBuffers.give(b);
-  t.false(leaked, 'a closed volume\'s plaintext is still in the shared pool');
+  t.false(poolHolds(probe, 256 * KiB), 'a closed volume\'s plaintext is still in the shared pool');
 });
 
 // ---------------------------------------------------------------- regression: reuse while a write is in flight
