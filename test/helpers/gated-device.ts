@@ -29,6 +29,14 @@ export class GatedDevice implements StorageDevice {
     this.#release = null;
     this.#open = Promise.resolve();
   }
+  /** Whether the gate is closed now. */
+  get holding(): boolean {
+    return this.#release !== null;
+  }
+  /** Settles when the gate is open (at once if it is). */
+  gate(): Promise<void> {
+    return this.#open;
+  }
   read(offset: number, length: number): Promise<Buffer> {
     return this.inner.read(offset, length);
   }

@@ -18,7 +18,7 @@ import { sealRuns, type OpenBatch, type OpenBatchResult, type SealBatch, type Se
 import { writeSlotList, type ReadOpenBatch, type ReadOpenResult, type SlotWriteBatch } from '../../appliance/split/io-batch.ts';
 import { sharedBuffers } from '../../appliance/split/shared-buffers.ts';
 import { workerStuckMessage, type SplitRunner } from '../../appliance/split/split-pool.ts';
-import { dataOffset } from '../../appliance/strip/layout.ts';
+import { GatedDevice } from './gated-device.ts';
 
 export const poisonByte = 0xe7;
 
@@ -83,49 +83,27 @@ export function poisonPool(t: ExecutionContext): PoolWatch {
   };
 }
 
-/** Holds data writes (at or past dataOffset) while closed; checks each held write's memory when it lands. */
-export class WatchedGateDevice implements StorageDevice {
-  readonly id: string;
-  readonly sizeBytes: number;
+/** A GatedDevice that checks each held write's memory when it lands. */
+export class WatchedGateDevice extends GatedDevice {
   held = 0;
   landed = 0;
-  #gate: Promise<void> = Promise.resolve();
-  #open: (() => void) | null = null;
   constructor(
-    readonly inner: StorageDevice,
+    inner: StorageDevice,
     readonly watch: PoolWatch,
   ) {
-    this.id = inner.id;
-    this.sizeBytes = inner.sizeBytes;
+    super(inner);
   }
-  hold(): void {
-    this.#gate = new Promise((r) => (this.#open = r));
-  }
-  openGate(): void {
-    this.#open?.();
-    this.#open = null;
-    this.#gate = Promise.resolve();
-  }
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.inner.read(offset, length);
-  }
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    if (offset < dataOffset) return this.inner.write(offset, data);
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    if (offset < this.dataFrom) return this.inner.write(offset, data);
     const gen = this.watch.gen(data.buffer);
-    const gated = this.#open !== null;
+    const gated = this.holding;
     if (gated) this.held++;
-    await this.#gate;
+    await this.gate();
     if (gated) this.landed++;
     if (gen !== undefined && this.watch.gen(data.buffer) !== gen) {
       this.watch.violations.push(`${this.id}: a write held at ${offset} landed from memory given back to the pool while it waited`);
     }
     return this.inner.write(offset, data);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 
