@@ -17,7 +17,7 @@ import {
   type SealBatch,
   type SealRunsBatch,
 } from './batch.ts';
-import type { ReadOpenBatch, ReadOpenResult, SlotWriteBatch } from './io-batch.ts';
+import { packSlotWrites, type ReadOpenBatch, type ReadOpenResult, type SlotWriteBatch } from './io-batch.ts';
 
 export interface SplitRunner {
   seal(batch: SealBatch): Promise<Uint8Array[]>;
@@ -173,8 +173,10 @@ export class SplitPool implements SplitRunner {
     return this.run('readOpen', { ...batch, ...compactGeometry(batch) }) as Promise<ReadOpenResult>;
   }
 
-  writeSlots(batch: SlotWriteBatch): Promise<(string | null)[]> {
-    return this.run('writeSlots', batch) as Promise<(string | null)[]>;
+  async writeSlots(batch: SlotWriteBatch): Promise<(string | null)[]> {
+    // Null back when every write succeeded: the usual answer costs no array of nulls to clone.
+    const result = (await this.run('writeSlots', packSlotWrites(batch))) as (string | null)[] | null;
+    return result ?? batch.writes.map(() => null);
   }
 
   get parallelism(): number {

@@ -2,7 +2,7 @@
 import { parentPort } from 'node:worker_threads';
 import { StripvaultError } from '../errors.ts';
 import { openBatch, sealBatch, sealRuns, type OpenBatch, type SealBatch, type SealRunsBatch } from './batch.ts';
-import { readOpenRuns, writeSlotList, type ReadOpenBatch, type SlotWriteBatch } from './io-batch.ts';
+import { readOpenRuns, unpackSlotWrites, writeSlotList, type PackedSlotWrites, type ReadOpenBatch } from './io-batch.ts';
 import type { JobOp } from './split-pool.ts';
 
 const port = parentPort;
@@ -37,7 +37,8 @@ port.on('message', (job: { id: number; op: JobOp; batch: unknown }) => {
         return;
       }
       case 'writeSlots': {
-        port.postMessage({ id: job.id, ok: true, result: writeSlotList(job.batch as SlotWriteBatch) });
+        const result = writeSlotList(unpackSlotWrites(job.batch as PackedSlotWrites));
+        port.postMessage({ id: job.id, ok: true, result: result.every((r) => r === null) ? null : result });
         return;
       }
     }

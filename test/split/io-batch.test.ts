@@ -5,7 +5,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openBatch, sealRuns, sealedRunOffsets, type BatchShape, type SealRun } from '../../appliance/split/batch.ts';
-import { readOpenRuns, writeCancelled, writeSlotList, type IoStrip } from '../../appliance/split/io-batch.ts';
+import { packSlotWrites, readOpenRuns, slotWriteRowWidth, unpackSlotWrites, writeCancelled, writeSlotList, type IoStrip } from '../../appliance/split/io-batch.ts';
 import { SplitPool } from '../../appliance/split/split-pool.ts';
 import { slotBytesFor } from '../../appliance/strip/layout.ts';
 
@@ -167,4 +167,66 @@ test('the pool runs sealRuns, readOpen and writeSlots as inline does', async (t)
   t.deepEqual(await pool.writeSlots({ writes, cancel }), writes.map(() => null));
   const r = await pool.readOpen({ ...s, strips: [1, 2].map((index) => ({ index, fd: fds[index]!, dataOffset })), runs, stale: [] });
   t.true(r.ok && Buffer.from(r.blocks).equals(blocks));
+});
+
+test('packed slot writes send each shared buffer once and unpack to the same writes; unshared data goes as exactly its bytes', (t) => {
+  const shared = new Uint8Array(new SharedArrayBuffer(4 * slotBytes));
+  shared.set(randomBytes(shared.length));
+  // A small view into a large unshared buffer: only the view's bytes may cross, not the whole buffer.
+  const big = randomBytes(1 << 20);
+  const plain = big.subarray(5000, 5000 + slotBytes);
+  const cancel = new Int32Array(new SharedArrayBuffer(8));
+  const writes = [
+    { fd: 7, offset: dataOffset, data: shared.subarray(0, slotBytes), group: 0 },
+    { fd: 8, offset: dataOffset + 9 * slotBytes, data: shared.subarray(slotBytes, 3 * slotBytes), group: 1 },
+    { fd: 9, offset: 2 ** 40, data: plain, group: 1 },
+  ];
+  const packed = packSlotWrites({ writes, cancel });
+  t.is(packed.buffers.length, 2);
+  t.is(packed.buffers[0], shared.buffer, 'shared memory goes as itself');
+  t.is(packed.buffers[1]!.byteLength, slotBytes, 'unshared data is cut to its own bytes');
+  t.is(packed.rows.length, writes.length * slotWriteRowWidth);
+  t.is(packed.cancel, cancel);
+  const back = unpackSlotWrites(structuredClone(packed));
+  t.is(back.writes.length, writes.length);
+  back.writes.forEach((w, i) => {
+    t.is(w.fd, writes[i]!.fd);
+    t.is(w.offset, writes[i]!.offset);
+    t.is(w.group, writes[i]!.group);
+    t.deepEqual(Buffer.from(w.data), Buffer.from(writes[i]!.data));
+  });
+  t.true(back.writes[0]!.data.buffer instanceof SharedArrayBuffer);
+});
+
+test('packed slot writes that do not fit their buffers are refused, not written elsewhere', (t) => {
+  const buf = new SharedArrayBuffer(slotBytes);
+  const cancel = new Int32Array(new SharedArrayBuffer(4));
+  const row = (r: number[]) => ({ buffers: [buf], rows: new Float64Array(r), cancel });
+  t.throws(() => unpackSlotWrites(row([3, 0, 0, 0, slotBytes])), { message: /rows/ }, 'a short row');
+  t.throws(() => unpackSlotWrites(row([3, 0, 1, 0, slotBytes, 0])), { message: /buffer index/ }, 'no such buffer');
+  t.throws(() => unpackSlotWrites(row([3, 0, -1, 0, slotBytes, 0])), { message: /whole numbers/ });
+  t.throws(() => unpackSlotWrites(row([3, 0, 0.5, 0, slotBytes, 0])), { message: /whole numbers/ });
+  t.throws(() => unpackSlotWrites(row([3, 0, 0, 1, slotBytes, 0])), { instanceOf: RangeError }, 'past the buffer end');
+  t.throws(() => unpackSlotWrites(row([3, 0, 0, 0, slotBytes + 1, 0])), { instanceOf: RangeError });
+  t.throws(() => unpackSlotWrites(row([3, 0, 0, Number.NaN, 1, 0])), { message: /whole numbers/ });
+  t.throws(() => unpackSlotWrites(row([3, -4096, 0, 0, 1, 0])), { message: /whole numbers/ }, 'a negative offset');
+});
+
+test('the pool reports each failed write of a packed batch at its own index', async (t) => {
+  const pool = new SplitPool(1);
+  t.teardown(() => pool.close());
+  const fds = await withFiles(t, 1);
+  const data = new Uint8Array(new SharedArrayBuffer(slotBytes));
+  const cancel = new Int32Array(new SharedArrayBuffer(4));
+  const out = await pool.writeSlots({
+    writes: [
+      { fd: fds[0]!, offset: dataOffset, data, group: 0 },
+      { fd: 1_000_000, offset: dataOffset, data, group: 0 },
+      { fd: fds[0]!, offset: dataOffset + slotBytes, data, group: 0 },
+    ],
+    cancel,
+  });
+  t.is(out[0], null);
+  t.regex(out[1] ?? '', /EBADF/);
+  t.is(out[2], null);
 });
