@@ -17,6 +17,7 @@ import {
   type SealBatch,
   type SealRunsBatch,
 } from './batch.ts';
+import { packRuns } from './packed-runs.ts';
 import { packSlotWrites, type ReadOpenBatch, type ReadOpenResult, type SlotWriteBatch } from './io-batch.ts';
 
 export interface SplitRunner {
@@ -166,7 +167,7 @@ export class SplitPool implements SplitRunner {
     // The write path's bulk crosses threads in shared memory: the blocks here, the sealed shares
     // (batch.ts sealRuns) back to the journal and on to the strip writers, without a copy each way.
     const blocks = batch.blocks instanceof Uint8Array ? inSharedMemory(batch.blocks) : batch.blocks.map(inSharedMemory);
-    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks }) as Promise<Uint8Array>;
+    return this.run('sealRuns', { ...batch, ...compactGeometry(batch), blocks, runs: packRuns(batch.runs) }) as Promise<Uint8Array>;
   }
 
   readOpen(batch: ReadOpenBatch): Promise<ReadOpenResult> {

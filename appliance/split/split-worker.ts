@@ -2,6 +2,7 @@
 import { parentPort } from 'node:worker_threads';
 import { StripvaultError } from '../errors.ts';
 import { openBatch, sealBatch, sealRuns, type OpenBatch, type SealBatch, type SealRunsBatch } from './batch.ts';
+import { unpackRuns, type PackedRuns } from './packed-runs.ts';
 import { readOpenRuns, unpackSlotWrites, writeSlotList, type PackedSlotWrites, type ReadOpenBatch } from './io-batch.ts';
 import type { JobOp } from './split-pool.ts';
 
@@ -27,7 +28,8 @@ port.on('message', (job: { id: number; op: JobOp; batch: unknown }) => {
         return;
       }
       case 'sealRuns': {
-        const result = sealRuns(job.batch as SealRunsBatch);
+        const packed = job.batch as Omit<SealRunsBatch, 'runs'> & { runs: PackedRuns };
+        const result = sealRuns({ ...packed, runs: unpackRuns(packed.runs) });
         port.postMessage({ id: job.id, ok: true, result }, transferable(result));
         return;
       }
