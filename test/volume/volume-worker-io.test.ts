@@ -171,10 +171,11 @@ test('a worker write that never settles fails its strips, and the write is refus
       ...inlineRunner,
       writeSlots: (b: { writes: readonly unknown[] }) => (hang ? new Promise<(string | null)[]>(() => undefined) : Promise.resolve(b.writes.map(() => 'EIO'))),
     };
-    const v = await Volume.create({ name: 'stuck', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, runner: stuck as never, cacheBytes: 0, ioTimeoutMs: 100 });
-    // A first write reserves generations (strip header writes): on a loaded machine a 100 ms
-    // deadline could otherwise fail strips there, before the stuck worker write is reached.
-    await v.write(0, randomBytes(4096)).catch(() => undefined);
+    const v = await Volume.create({ name: 'stuck', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, runner: stuck as never, cacheBytes: 0, ioTimeoutMs: 1000 });
+    // A first write reserves generations (strip header writes) and goes through the devices. The
+    // deadline is generous: on a loaded CI machine a 100 ms one failed two strips here once, and the
+    // stuck write below was then refused before it reached the workers, leaving the third healthy.
+    await v.write(0, randomBytes(4096));
     hang = true;
     await t.throwsAsync(v.write(0, randomBytes(4096)), { code: 'SV_VOLUME_UNAVAILABLE' } as never);
     t.deepEqual(
