@@ -42,3 +42,27 @@ test('a buffer that was out during a wipe comes back zeroed; one taken after it 
   pool.give(after);
   t.true(new Uint8Array(after.buffer).subarray(0, 4096).every((x) => x === 0x77), 'memory taken after the wipe is not cleared again (callers overwrite it)');
 });
+
+test('a pool full of one size class makes room for another, clearing what it drops', (t) => {
+  const pool = new SharedBuffers();
+  const large = 16 * 1024 * 1024;
+  // A sequential write fills the pool with large buffers…
+  const big = Array.from({ length: sharedBuffersKeptBytesMax / large }, () => pool.take(large).fill(0x42));
+  for (const b of big) pool.give(b);
+  t.is(pool.keptBytes, sharedBuffersKeptBytesMax);
+  // …and the small buffers of the random writes after it must still be reused, not reallocated.
+  const small = pool.take(4096);
+  const memory = small.buffer;
+  pool.give(small);
+  t.true(pool.keptBytes <= sharedBuffersKeptBytesMax);
+  const again = pool.take(4096);
+  t.is(again.buffer, memory, 'the small buffer was kept');
+  pool.give(again);
+  const dropped = big.filter((b) => !new Uint8Array(b.buffer).every((x) => x === 0x42));
+  t.is(dropped.length, 1, 'exactly one large buffer made room');
+  t.true(new Uint8Array(dropped[0]!.buffer).every((x) => x === 0), 'and it was cleared');
+  // A class that alone fills the pool drops its own surplus instead.
+  const more = Array.from({ length: sharedBuffersKeptBytesMax / (1 << 20) + 4 }, () => pool.take(1 << 20));
+  for (const m of more) pool.give(m);
+  t.true(pool.keptBytes <= sharedBuffersKeptBytesMax);
+});
