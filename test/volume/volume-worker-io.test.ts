@@ -184,3 +184,32 @@ test('a worker write that never settles fails its strips, and the write is refus
     );
   });
 });
+
+test('a group of records whose worker write failed for one record on one strip rewrites that strip through its device: nothing is left for a scrub', async (t) => {
+  await withTempDir(async (dir) => {
+    const devices = await fileDevices(dir, 3, stripBytesForVolume(size, 4096, 2));
+    const { writeSlotList } = await import('../../appliance/split/io-batch.ts');
+    const { inlineRunner } = await import('../../appliance/split/split-pool.ts');
+    // Rows are record-major (record k, target p at k·3 + p): row 4 is the second record's share
+    // for strip 1. It is never written and reported failed, as a pwrite hitting a bad sector would be.
+    let largestBatch = 0;
+    const flaky = {
+      ...inlineRunner,
+      async writeSlots(batch: Parameters<NonNullable<typeof inlineRunner.writeSlots>>[0]) {
+        largestBatch = Math.max(largestBatch, batch.writes.length);
+        if (batch.writes.length < 6) return writeSlotList(batch);
+        const rest = writeSlotList({ ...batch, writes: batch.writes.filter((_, i) => i !== 4) });
+        return [...rest.slice(0, 4), 'EIO', ...rest.slice(4)];
+      },
+    };
+    const v = await Volume.create({ name: 'group', m: 2, n: 3, sizeBytes: size, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, runner: flaky as never, cacheBytes: 0 });
+    const data = Array.from({ length: 8 }, () => randomBytes(4096));
+    // Issued in one turn: their records form one group, one worker batch.
+    await Promise.all(data.map((d, i) => v.write(i * 3 * 4096, d)));
+    t.true(largestBatch >= 6, 'the records went out together');
+    for (let i = 0; i < data.length; i++) t.true((await v.read(i * 3 * 4096, 4096)).equals(data[i]!));
+    t.deepEqual(v.health().strips.map((st) => st.state), ['healthy', 'healthy', 'healthy'], 'the device rewrite succeeded');
+    t.is((await v.scrub()).blocksRepaired, 0, 'strip 1 holds every record, the failed one included');
+    await v.close();
+  });
+});
