@@ -224,34 +224,70 @@ export class Owl {
    * when the volume acknowledges it (a FLUSH waits for the rest).
    */
   async append(a: OwlAppend, opts: { written?: () => void } = {}): Promise<OwlEntry> {
-    this.#check();
-    assert(a.targets.length === a.shares.length && a.targets.length >= 1, 'OWL append targets');
-    const payloadBytes = a.targets.length * a.count * a.slotBytes;
-    assert(payloadBytes <= owlRecordPayloadBytesMax, 'OWL record payload too large');
-    for (const s of a.shares) assert(s.length === a.count * a.slotBytes, 'OWL share buffer length');
-    const recordBytes = owlRecordBytes(payloadBytes);
-    // Admission in arrival order: a large write waiting for room is not overtaken for ever by small ones.
-    const admitted = this.#admission.then(() => this.#waitForRoom(recordBytes));
-    this.#admission = admitted.catch(() => undefined);
-    return admitted.then(() => {
+    const [entry] = await this.appendAll([a], opts.written ? [opts.written] : []);
+    return entry!;
+  }
+
+  /**
+   * Journals several writes' records, in order, as append() does each (`written[k]` for record
+   * k). Resolves with their entries once every one is durable, or rejects once every one has
+   * settled (no writev is still reading the shares then). One admission and one promise for
+   * them all: a group of small writes pays the bookkeeping once.
+   */
+  appendAll(list: readonly OwlAppend[], written: readonly ((() => void) | undefined)[] = []): Promise<OwlEntry[]> {
+    try {
       this.#check();
-      let pos = this.#head;
-      let bytes = recordBytes;
-      if (pos + recordBytes > this.ringBytes) {
-        bytes += this.ringBytes - pos;
-        pos = 0;
+      for (const a of list) {
+        assert(a.targets.length === a.shares.length && a.targets.length >= 1, 'OWL append targets');
+        assert(a.targets.length * a.count * a.slotBytes <= owlRecordPayloadBytesMax, 'OWL record payload too large');
+        for (const sh of a.shares) assert(sh.length === a.count * a.slotBytes, 'OWL share buffer length');
       }
-      const entry: OwlEntry = { seq: this.#nextSeq++, pos, bytes, state: 'journaling' };
-      this.#head = (pos + recordBytes) % this.ringBytes;
-      this.#used += bytes;
-      this.#live.push(entry);
-      const header = encodeOwlRecordHeader({ ...a, seq: entry.seq, volumeId: this.volumeId, payloadBytes });
-      const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
-      const shares = joinAdjacent(a.shares);
-      const buffers = pad > 0 ? [header, ...shares, zeroPad.subarray(0, pad)] : [header, ...shares];
-      return new Promise<OwlEntry>((resolve, reject) => {
-        this.#queue.push({ entry, recordBytes, buffers, resolve: () => resolve(entry), reject, ...(opts.written ? { written: opts.written } : {}) });
-        this.#kick();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (list.length === 0) return Promise.resolve([]);
+    return new Promise<OwlEntry[]>((resolve, reject) => {
+      const entries: OwlEntry[] = [];
+      let pending = list.length;
+      let failure: { error: unknown } | null = null;
+      const settle = (error?: { error: unknown }): void => {
+        if (error !== undefined) failure ??= error;
+        if (--pending > 0) return;
+        if (failure !== null) reject(failure.error);
+        else resolve(entries);
+      };
+      // Admission in arrival order: a large write waiting for room is not overtaken for ever by small ones.
+      let k = 0;
+      const admitted = this.#admission.then(async () => {
+        for (; k < list.length; k++) {
+          const a = list[k]!;
+          const payloadBytes = a.targets.length * a.count * a.slotBytes;
+          const recordBytes = owlRecordBytes(payloadBytes);
+          if (!this.#fits(recordBytes)) await this.#waitForRoom(recordBytes);
+          this.#check();
+          let pos = this.#head;
+          let bytes = recordBytes;
+          if (pos + recordBytes > this.ringBytes) {
+            bytes += this.ringBytes - pos;
+            pos = 0;
+          }
+          const entry: OwlEntry = { seq: this.#nextSeq++, pos, bytes, state: 'journaling' };
+          this.#head = (pos + recordBytes) % this.ringBytes;
+          this.#used += bytes;
+          this.#live.push(entry);
+          entries.push(entry);
+          const header = encodeOwlRecordHeader({ ...a, seq: entry.seq, volumeId: this.volumeId, payloadBytes });
+          const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
+          const shares = joinAdjacent(a.shares);
+          const buffers = pad > 0 ? [header, ...shares, zeroPad.subarray(0, pad)] : [header, ...shares];
+          const w = written[k];
+          this.#queue.push({ entry, recordBytes, buffers, resolve: () => settle(), reject: (e) => settle({ error: e }), ...(w ? { written: w } : {}) });
+          this.#kick();
+        }
+      });
+      // This record and every later one of the list are refused; earlier ones are queued and settle as written.
+      this.#admission = admitted.catch((e: unknown) => {
+        for (; k < list.length; k++) settle({ error: e });
       });
     });
   }

@@ -1120,24 +1120,19 @@ export class Volume {
   }
 
   /**
-   * Journals each record of a group (each acknowledged through its own `journaled` once in the
-   * file). Waits for every append to settle before reporting a failure: no writev may still be
-   * reading the shares when the caller lets go of them.
+   * Journals the records of a group, each acknowledged through its own `journaled` once in the
+   * file; resolves once all are durable. A failure is reported only once every record has settled:
+   * no writev may still be reading the shares when the caller lets go of them.
    */
-  private async appendGroup(owl: Owl, items: readonly RecordWrite[], seals: readonly SealItem[], sealed: readonly Sealed[]): Promise<OwlEntry[]> {
-    const settled = await Promise.allSettled(
-      items.map(async (it, k) => {
-        const { first, count, generation, epoch, targets } = seals[k]!.run;
-        const entry = await owl.append({ first, count, epoch, generation, targets, slotBytes: this.slotBytes, shares: sealed[k]!.shares }, it.journaled ? { written: it.journaled } : {});
-        // The writer abandons it if the group fails from here on (see writeRecord).
-        it.appended.push(entry);
-        return entry;
-      }),
+  private async appendGroup(owl: Owl, items: readonly RecordWrite[], seals: readonly SealItem[], sealed: readonly Sealed[]): Promise<readonly OwlEntry[]> {
+    const entries = await owl.appendAll(
+      seals.map(({ run: { first, count, generation, epoch, targets } }, k) => ({ first, count, epoch, generation, targets, slotBytes: this.slotBytes, shares: sealed[k]!.shares })),
+      items.map((it) => it.journaled),
     );
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed !== undefined) throw failed.reason;
+    // Each writer abandons its entries if the group fails from here on (see writeRecord).
+    entries.forEach((e, k) => items[k]!.appended.push(e));
     for (let k = 0; k < items.length; k++) crashPoint('owl.appended');
-    return settled.map((r) => (r as PromiseFulfilledResult<OwlEntry>).value);
+    return entries;
   }
 
   /**

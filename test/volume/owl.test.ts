@@ -346,3 +346,36 @@ test('writes wait for room when the journal is full and go on once retired; data
     t.true(isStripvaultError(await volume.write(0, data.subarray(0, 4096)).catch((e: unknown) => e), ErrorCode.VolumeClosed));
   });
 });
+
+test('appendAll journals a list in order, acknowledges each record, waits for room part-way, and survives a crash', async (t) => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'v.owl');
+    const owl = await Owl.create(path, vid, 32 * 1024);
+    owl.onFull(async () => {
+      await owl.retire(owl.completed());
+    });
+    const recBytes = owlRecordBytes(3 * 2048);
+    const fit = Math.floor(owl.ringBytes / recBytes);
+    // Fill all but one record's room, so the list below has to wait for room after its first record.
+    const filler = [];
+    for (let i = 0; i < fit - 1; i++) filler.push(await owl.append(record(i, 2048)));
+    const written: number[] = [];
+    let done = false;
+    const list = [100, 101, 102].map((i) => record(i, 2048));
+    const all = owl.appendAll(list, list.map((r) => () => written.push(r.first))).then((e) => ((done = true), e));
+    await new Promise((r) => setTimeout(r, 50));
+    t.deepEqual(written, [100], 'the record that fits is written (and acknowledged) at once');
+    t.false(done, 'the list settles only when every record is durable');
+    for (const e of filler) owl.complete(e);
+    const entries = await all;
+    t.deepEqual(written, [100, 101, 102]);
+    t.deepEqual(entries.map((e) => e.seq), [fit, fit + 1, fit + 2], 'consecutive sequence numbers, in list order');
+    t.true(entries.every((e) => e.state === 'journaled'));
+    await owl.close();
+    const seen = await Owl.open(path, vid);
+    t.deepEqual(seen.outstanding.map((r) => r.first), [100, 101, 102], 'a crash now replays the whole list');
+    t.deepEqual(await seen.appendAll([]), [], 'an empty list is nothing to do');
+    await seen.close();
+    await t.throwsAsync(owl.appendAll([record(7)]), { code: ErrorCode.VolumeClosed } as never);
+  });
+});
