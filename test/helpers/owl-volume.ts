@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryDevice } from '../../appliance/device/memory-device.ts';
-import { Owl } from '../../appliance/volume/owl.ts';
+import { Owl, type OwlOptions } from '../../appliance/volume/owl.ts';
 import { Volume, stripBytesForVolume } from '../../appliance/volume/volume.ts';
 import { GatedDevice } from './gated-device.ts';
 import { testWrapper } from './volumes.ts';
@@ -15,7 +15,8 @@ import { testWrapper } from './volumes.ts';
 export const owlVolumeBytes = 1 << 20;
 export const owlVolumeBlockBytes = 4096;
 
-export async function owlVolume(t: { teardown: (f: () => void | Promise<void>) => void }, volumeId: string) {
+/** `owlOptions`: e.g. { loopWriteBytesMax: 0 } for tests that intercept the journal's thread-pool writev. */
+export async function owlVolume(t: { teardown: (f: () => void | Promise<void>) => void }, volumeId: string, owlOptions: OwlOptions = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'sv-owl-volume-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const stripBytes = stripBytesForVolume(owlVolumeBytes, owlVolumeBlockBytes, 2);
@@ -34,9 +35,9 @@ export async function owlVolume(t: { teardown: (f: () => void | Promise<void>) =
     locations: gated.map((device) => ({ device, base: 0 })),
     wrappers: [wrapper],
     regionsZeroed: true,
-    owl: await Owl.create(owlPath, idBytes, 4 << 20),
+    owl: await Owl.create(owlPath, idBytes, 4 << 20, owlOptions),
   });
   const reopen = async (): Promise<Volume> =>
-    Volume.open({ locations: memory.map((device) => ({ device, base: 0 })), wrappers: [wrapper], expectId: volumeId, owl: await Owl.open(owlPath, idBytes) });
+    Volume.open({ locations: memory.map((device) => ({ device, base: 0 })), wrappers: [wrapper], expectId: volumeId, owl: await Owl.open(owlPath, idBytes, owlOptions) });
   return { volume, gated, reopen, dir };
 }

@@ -17,7 +17,9 @@ import { owlVolume, owlVolumeBlockBytes } from '../helpers/owl-volume.ts';
 
 const volumeId = '7a1d7c2e-0000-4000-8000-00000000ac4f';
 const blockBytes = owlVolumeBlockBytes;
-const fixture = (t: Parameters<typeof owlVolume>[0]) => owlVolume(t, volumeId);
+// Every journal writev on the thread pool, where these tests can hold one back (a small run is
+// otherwise written from the event loop, and cannot be overtaken).
+const fixture = (t: Parameters<typeof owlVolume>[0]) => owlVolume(t, volumeId, { loopWriteBytesMax: 0 });
 
 type Proto = { writev: (...args: unknown[]) => Promise<{ bytesWritten: number }>; datasync: () => Promise<void> };
 

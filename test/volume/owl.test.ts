@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { writevSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
@@ -172,9 +173,32 @@ test('recovery never reuses a sequence number, so a record of an unfinished grou
   });
 });
 
+test('a journal that cannot be written from the event loop fails the write and every later one (fail closed)', async (t) => {
+  await withTempDir(async (dir) => {
+    let failing = false;
+    const owl = await Owl.create(join(dir, 'v.owl'), vid, 1 << 20, {
+      writevSync: (fd, buffers, pos) => {
+        if (failing) throw Object.assign(new Error('EIO: i/o error, writev'), { code: 'EIO' });
+        return writevSync(fd, buffers, pos);
+      },
+    });
+    await owl.append(record(0));
+    failing = true;
+    await t.throwsAsync(owl.append(record(1)), { code: ErrorCode.DeviceIo } as never);
+    failing = false;
+    // The device is fine again, but a later record could not be found behind the hole: refused.
+    await t.throwsAsync(owl.append(record(2)), { code: ErrorCode.DeviceIo } as never);
+    await owl.close();
+    const seen = await Owl.open(join(dir, 'v.owl'), vid);
+    t.deepEqual(seen.outstanding.map((r) => r.first), [0], 'only the record before the failure is in the journal');
+    await seen.close();
+  });
+});
+
 test.serial('a journal that cannot be written fails the write and every later one (fail closed)', async (t) => {
   await withTempDir(async (dir) => {
-    const owl = await Owl.create(join(dir, 'v.owl'), vid, 1 << 20);
+    // Every writev on the thread pool, where the prototype patch below reaches it.
+    const owl = await Owl.create(join(dir, 'v.owl'), vid, 1 << 20, { loopWriteBytesMax: 0 });
     await owl.append(record(0));
     // Every FileHandle shares one prototype: make journal writes fail with EIO for a moment.
     const probe = await open(join(dir, 'probe'), 'w');
