@@ -88,6 +88,13 @@ export const owlGroupsInFlightMax = 8;
  * write's runs of megabytes stay on the pool, so the loop keeps serving while they are copied.
  */
 export const owlLoopWriteBytesMax = 256 * 1024;
+/**
+ * A buffered write can still block (dirty-page throttling, a page under writeback). A loop write
+ * that took longer than this sends every run to the thread pool for owlLoopWritePauseMs, so a
+ * throttled disk stalls the pool, not the event loop (NBD, heartbeats, timers), again and again.
+ */
+export const owlLoopWriteStallMs = 10;
+export const owlLoopWritePauseMs = 1000;
 /** Buffers per journal writev (Linux IOV_MAX is 1024). */
 const iovMax = 1024;
 
@@ -129,6 +136,10 @@ export class Owl {
   readonly #fh: FileHandle;
   readonly #loopWriteBytesMax: number;
   readonly #writevSync: typeof writevSync;
+  /** Journal writevs under way on the thread pool; while any is, runs do not take the loop path. */
+  #poolWrites = 0;
+  /** performance.now() before which every run goes to the thread pool (after a slow loop write). */
+  #loopWritesPausedUntil = 0;
   #counter: number;
   #retired: number;
   #nextSeq: number;
@@ -258,11 +269,16 @@ export class Owl {
   appendAll(list: readonly OwlAppend[], written: readonly ((() => void) | undefined)[] = []): Promise<OwlEntry[]> {
     try {
       this.#check();
+      let total = 0;
       for (const a of list) {
         assert(a.targets.length === a.shares.length && a.targets.length >= 1, 'OWL append targets');
         assert(a.targets.length * a.count * a.slotBytes <= owlRecordPayloadBytesMax, 'OWL record payload too large');
         for (const sh of a.shares) assert(sh.length === a.count * a.slotBytes, 'OWL share buffer length');
+        total += owlRecordBytes(a.targets.length * a.count * a.slotBytes);
       }
+      // None of a list's records completes before all are journalled: a list that, with a wrap's
+      // skip, could need more than the whole ring would wait for room only it can free.
+      assert(total * owlRingRecordsMin <= this.ringBytes, 'OWL list larger than half the ring');
     } catch (e) {
       return Promise.reject(e);
     }
@@ -286,6 +302,8 @@ export class Owl {
           const recordBytes = owlRecordBytes(payloadBytes);
           if (!this.#fits(recordBytes)) await this.#waitForRoom(recordBytes);
           this.#check();
+          // Encoded before the list changes: a header that cannot be made leaves no hole in the chain.
+          const header = encodeOwlRecordHeader({ ...a, seq: this.#nextSeq, volumeId: this.volumeId, payloadBytes });
           let pos = this.#head;
           let bytes = recordBytes;
           if (pos + recordBytes > this.ringBytes) {
@@ -297,7 +315,6 @@ export class Owl {
           this.#used += bytes;
           this.#live.push(entry);
           entries.push(entry);
-          const header = encodeOwlRecordHeader({ ...a, seq: entry.seq, volumeId: this.volumeId, payloadBytes });
           const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
           const shares = joinAdjacent(a.shares);
           const buffers = pad > 0 ? [header, ...shares, zeroPad.subarray(0, pad)] : [header, ...shares];
@@ -306,8 +323,14 @@ export class Owl {
           this.#kick();
         }
       });
-      // This record and every later one of the list are refused; earlier ones are queued and settle as written.
+      // This record and every later one of the list are refused; earlier ones are queued and settle as
+      // written. Those can never complete (the caller sees the list fail), so nothing could retire past
+      // them: unless the list is already broken or closed, it is broken now (fail closed, replay at reopen).
       this.#admission = admitted.catch((e: unknown) => {
+        if (k > 0 && this.#broken === null && !this.#closed) {
+          this.#broken = new StripvaultError(ErrorCode.VolumeUnavailable, `outstanding write list ${this.path}: a group was admitted only in part: ${(e as Error)?.message ?? String(e)}`, { path: this.path }, { cause: e });
+          this.#wakeRoomWaiters();
+        }
         for (; k < list.length; k++) settle({ error: e });
       });
     });
@@ -454,10 +477,7 @@ export class Owl {
             const runs = await Promise.allSettled(
               contiguousRuns(batch).map(async (run) => {
                 const expected = run.buffers.reduce((n, b) => n + b.length, 0);
-                const bytesWritten =
-                  expected <= this.#loopWriteBytesMax
-                    ? this.#writevSync(this.#fh.fd, run.buffers, owlRingOffset + run.pos)
-                    : (await this.#fh.writev(run.buffers, owlRingOffset + run.pos)).bytesWritten;
+                const bytesWritten = this.#onLoop(expected) ? this.#writeOnLoop(run.buffers, run.pos) : await this.#writeOnPool(run.buffers, run.pos);
                 // A short write (a full disk on the ring's first lap: the file is sparse) is a failed one.
                 if (bytesWritten !== expected) throw new Error(`short write: ${bytesWritten} of ${expected} bytes`);
               }),
@@ -502,6 +522,34 @@ export class Owl {
         if (this.#writing === settled) this.#writing = null;
         if (this.#queue.length > 0) this.#startGroups();
       });
+    }
+  }
+
+  /**
+   * Whether a run of this size is written from the event loop: small, no pool write of this file
+   * under way (the loop would wait on the file's lock while a pool thread copies megabytes), and no
+   * recent stall.
+   */
+  #onLoop(bytes: number): boolean {
+    return bytes <= this.#loopWriteBytesMax && this.#poolWrites === 0 && performance.now() >= this.#loopWritesPausedUntil;
+  }
+
+  #writeOnLoop(buffers: readonly Uint8Array[], pos: number): number {
+    const started = performance.now();
+    try {
+      return this.#writevSync(this.#fh.fd, buffers as Uint8Array[], owlRingOffset + pos);
+    } finally {
+      const now = performance.now();
+      if (now - started > owlLoopWriteStallMs) this.#loopWritesPausedUntil = now + owlLoopWritePauseMs;
+    }
+  }
+
+  async #writeOnPool(buffers: readonly Uint8Array[], pos: number): Promise<number> {
+    this.#poolWrites++;
+    try {
+      return (await this.#fh.writev(buffers as Uint8Array[], owlRingOffset + pos)).bytesWritten;
+    } finally {
+      this.#poolWrites--;
     }
   }
 

@@ -25,12 +25,15 @@ import { GenerationLedger, type GenerationRange } from './generation-ledger.ts';
 import { RangeLock } from './range-lock.ts';
 import { crashPoint } from '../crash-point.ts';
 import { owlBlocksPerRecord, type Owl, type OwlEntry } from './owl.ts';
+import { owlRecordBytes } from './owl-format.ts';
 import { BlockCache, blockCacheBytesDefault, blockCacheBytesMax, type BlockCacheStats } from './block-cache.ts';
 
 /** Blocks sealed or opened per device request: bounds memory per step and lets the event loop breathe. */
 export const blocksPerIoMax = 256;
 /** Blocks a turn must have per worker before its seals or reads are split across workers. */
 export const blocksPerMessageMin = 16;
+/** The largest share of the journal ring one group of records may take (see the recorder). */
+export const owlGroupRingFractionMax = 1 / 4;
 /** Slot bytes per worker write message: larger turns are cut so every worker copies a share. */
 export const fdWriteBytesPerJob = 1024 * 1024;
 /** A worker's strip I/O that takes longer is given up and redone through the devices (which fail the slow strip). */
@@ -274,13 +277,7 @@ export class Volume {
    * instead of per record. At a deep queue of 4 KiB writes, the per-record promises, timers and
    * device holds had cost more main-thread time than the NBD layer's whole handling of a request.
    */
-  private readonly recorder = new TickBatcher<RecordWrite, void>({
-    run: (items) => this.writeGroup(items),
-    weight: (item) => item.count,
-    weightMax: blocksPerIoMax,
-    weightMin: blocksPerMessageMin,
-    parallelism: () => this.runner.parallelism,
-  });
+  private readonly recorder: TickBatcher<RecordWrite, void>;
   /** Reads done by workers on the strips' descriptors, one turn's worth per message. */
   private readonly fdReader = new TickBatcher<FdReadItem, FdReadResult>({
     run: (items) => this.fdReadItems(items),
@@ -330,6 +327,18 @@ export class Volume {
     this.preferLocalReads = preferLocalReads;
     this.ledger = new GenerationLedger(floor, (min, count) => this.reserveRange(min, count));
     this.owl = owl;
+    // Weighed in journal bytes. A group's records are admitted to the ring together and none of
+    // them completes before all are journalled, so a group must never need more of the ring than it
+    // can get while it holds part of it: at most a quarter of the ring (with a wrap's skip, under
+    // the half that appendAll allows), and at most blocksPerIoMax blocks (one seal job).
+    const blockJournalBytes = this.n * this.slotBytes;
+    this.recorder = new TickBatcher<RecordWrite, void>({
+      run: (items) => this.writeGroup(items),
+      weight: (item) => owlRecordBytes(item.count * blockJournalBytes),
+      weightMax: Math.min(blocksPerIoMax * blockJournalBytes, owl === null ? Infinity : Math.floor(owl.ringBytes * owlGroupRingFractionMax)),
+      weightMin: blocksPerMessageMin * blockJournalBytes,
+      parallelism: () => this.runner.parallelism,
+    });
     owl?.onFull(() => this.retireOwl());
     this.cache = new BlockCache(cacheBytes, this.blockBytes);
   }
@@ -1143,11 +1152,17 @@ export class Volume {
    * also decides its health. One result per target.
    */
   private async writeShares(records: readonly ShareRecord[], targets: readonly Member[]): Promise<PromiseSettledResult<void>[]> {
+    // A target's records go to its device concurrently (a remote strip keeps its queue depth); the
+    // target's verdict waits for all of them, so none is still in flight when the caller moves on.
     const slow = async (t: Member, p: number): Promise<void> => {
-      for (const r of records) {
-        await this.deadline(t.strip!.writeSlots(r.first, asBuffer(r.out[p]!)), t, 'write');
-        crashPoint('volume.strip-written');
-      }
+      const done = await Promise.allSettled(
+        records.map(async (r) => {
+          await this.deadline(t.strip!.writeSlots(r.first, asBuffer(r.out[p]!)), t, 'write');
+          crashPoint('volume.strip-written');
+        }),
+      );
+      const failed = done.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
     };
     const io = this.runner.writeSlots ? targets.map(ioStrip) : [];
     if (io.length === 0 || io.some((s) => s === null)) return Promise.allSettled(targets.map(slow));
@@ -1178,7 +1193,7 @@ export class Volume {
     const results = await Promise.allSettled(
       targets.map(async (t, p) => {
         if (targetFailed(p)) return slow(t, p);
-        crashPoint('volume.strip-written');
+        for (let k = 0; k < records.length; k++) crashPoint('volume.strip-written');
       }),
     );
     if (errors === null) {

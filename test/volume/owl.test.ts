@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { writevSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +15,8 @@ import {
   owlRingOffset,
 } from '../../appliance/volume/owl-format.ts';
 import { Owl, type OwlAppend } from '../../appliance/volume/owl.ts';
-import { Volume, stripBytesForVolume, type OwlRecoveryReport } from '../../appliance/volume/volume.ts';
+import { Volume, stripBytesForVolume, uuidToBytes, type OwlRecoveryReport } from '../../appliance/volume/volume.ts';
+import { slotBytesFor } from '../../appliance/strip/layout.ts';
 import { testWrapper, withTempDir } from '../helpers/volumes.ts';
 
 const vid = randomBytes(16);
@@ -385,21 +386,97 @@ test('appendAll journals a list in order, acknowledges each record, waits for ro
     for (let i = 0; i < fit - 1; i++) filler.push(await owl.append(record(i, 2048)));
     const written: number[] = [];
     let done = false;
-    const list = [100, 101, 102].map((i) => record(i, 2048));
+    // Two records: as much as a list may hold of this ring (half of it).
+    const list = [100, 101].map((i) => record(i, 2048));
     const all = owl.appendAll(list, list.map((r) => () => written.push(r.first))).then((e) => ((done = true), e));
     await new Promise((r) => setTimeout(r, 50));
     t.deepEqual(written, [100], 'the record that fits is written (and acknowledged) at once');
     t.false(done, 'the list settles only when every record is durable');
     for (const e of filler) owl.complete(e);
     const entries = await all;
-    t.deepEqual(written, [100, 101, 102]);
-    t.deepEqual(entries.map((e) => e.seq), [fit, fit + 1, fit + 2], 'consecutive sequence numbers, in list order');
+    t.deepEqual(written, [100, 101]);
+    t.deepEqual(entries.map((e) => e.seq), [fit, fit + 1], 'consecutive sequence numbers, in list order');
     t.true(entries.every((e) => e.state === 'journaled'));
     await owl.close();
     const seen = await Owl.open(path, vid);
-    t.deepEqual(seen.outstanding.map((r) => r.first), [100, 101, 102], 'a crash now replays the whole list');
+    t.deepEqual(seen.outstanding.map((r) => r.first), [100, 101], 'a crash now replays the whole list');
     t.deepEqual(await seen.appendAll([]), [], 'an empty list is nothing to do');
     await seen.close();
     await t.throwsAsync(owl.appendAll([record(7)]), { code: ErrorCode.VolumeClosed } as never);
+  });
+});
+
+test('a list that could need more than the whole ring is refused at once, not left waiting for room only it could free', async (t) => {
+  await withTempDir(async (dir) => {
+    const owl = await Owl.create(join(dir, 'v.owl'), vid, 32 * 1024);
+    // Three 6.5 KiB records are more than half of a 32 KiB ring.
+    await t.throwsAsync(owl.appendAll([1, 2, 3].map((i) => record(i, 2048))), { message: /larger than half the ring/ });
+    t.is(owl.usage().entries, 0, 'nothing of it was admitted');
+    t.is((await owl.append(record(4, 2048))).seq, 1, 'the list is still usable');
+    await owl.close();
+  });
+});
+
+test('many concurrent writes in one turn on a volume with a small journal ring all complete: a group never outgrows the ring', async (t) => {
+  await withTempDir(async (dir) => {
+    const sizeBytes = 1 << 20;
+    const id = randomUUID();
+    const devices = Array.from({ length: 3 }, (_, i) => new MemoryDevice(stripBytesForVolume(sizeBytes, 4096, 2), { id: `mem${i}` }));
+    // Room for 8 one-block records; the 32 writes below arrive in one turn.
+    const owl = await Owl.create(join(dir, 'v.owl'), uuidToBytes(id), 8 * owlRecordBytes(3 * slotBytesFor(4096, 2)));
+    const volume = await Volume.create({ id, name: 'small-ring', m: 2, n: 3, sizeBytes, blockBytes: 4096, locations: devices.map((device) => ({ device, base: 0 })), wrappers: [testWrapper()], regionsZeroed: true, owl });
+    const data = Array.from({ length: 32 }, () => randomBytes(4096));
+    const all = Promise.all(data.map((d, i) => volume.write(i * 4096, d)));
+    // A group larger than the ring would wait for room only it can free: a hang, reported as such.
+    let timer: NodeJS.Timeout | undefined;
+    const hung = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('writes still pending after 60 s: a group is waiting for ring room')), 60_000);
+    });
+    try {
+      await Promise.race([all, hung]);
+    } finally {
+      clearTimeout(timer);
+    }
+    for (let i = 0; i < data.length; i++) t.true((await volume.read(i * 4096, 4096)).equals(data[i]!), `block ${i}`);
+    await volume.flush();
+    await volume.close();
+  });
+});
+
+test.serial('after a journal write that stalled the event loop, writes go to the thread pool for a while', async (t) => {
+  await withTempDir(async (dir) => {
+    let loopWrites = 0;
+    let stall = true;
+    const owl = await Owl.create(join(dir, 'v.owl'), vid, 1 << 20, {
+      writevSync: (fd, buffers, pos) => {
+        loopWrites++;
+        // A throttled buffered write: the loop is held for 15 ms.
+        if (stall) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 15);
+        return writevSync(fd, buffers, pos);
+      },
+    });
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { writev: (...a: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const real = proto.writev;
+    let poolWrites = 0;
+    proto.writev = function counted(this: unknown, ...args: unknown[]) {
+      poolWrites++;
+      return real.apply(this, args);
+    };
+    try {
+      await owl.append(record(0));
+      t.is(loopWrites, 1, 'a small record is written from the loop');
+      stall = false;
+      await owl.append(record(1));
+      t.is(loopWrites, 1, 'not again right after it stalled');
+      t.is(poolWrites, 1, 'the thread pool took it');
+    } finally {
+      proto.writev = real;
+    }
+    await owl.close();
+    const seen = await Owl.open(join(dir, 'v.owl'), vid);
+    t.deepEqual(seen.outstanding.map((r) => r.first), [0, 1]);
+    await seen.close();
   });
 });
