@@ -33,6 +33,8 @@ function sizeClass(bytes: number): number {
 
 export class SharedBuffers {
   readonly #free = new Map<number, SharedArrayBuffer[]>();
+  /** Every kept buffer, oldest given back first: the order in which a full pool drops them. */
+  readonly #kept = new Set<SharedArrayBuffer>();
   /**
    * Memory handed out and not given back yet (only that may be given back, and only once), with
    * the number of wipes done when it was taken.
@@ -49,7 +51,10 @@ export class SharedBuffers {
     else {
       const size = sizeClass(bytes);
       const reused = this.#free.get(size)?.pop();
-      if (reused !== undefined) this.#freeBytes -= size;
+      if (reused !== undefined) {
+        this.#freeBytes -= size;
+        this.#kept.delete(reused);
+      }
       sab = reused ?? new SharedArrayBuffer(size);
     }
     this.#out.set(sab, this.#wipes);
@@ -69,34 +74,39 @@ export class SharedBuffers {
     if (takenAt !== this.#wipes) new Uint8Array(sab).fill(0);
     const size = sab.byteLength;
     if (size > sizeClassBytesMax || size !== sizeClass(size)) return;
-    // Full: what was given back most recently is what the current workload takes next. A sequential
-    // write leaves the pool full of large classes; without making room, every small buffer of the
-    // random writes that follow would be a fresh allocation (measured: a tenth of the main thread).
+    // Full: what was given back most recently is what the current workload takes next, so the
+    // buffers kept longest go first. A sequential write leaves the pool full of large classes;
+    // without making room, every small buffer of the random writes that follow would be a fresh
+    // allocation (measured: a tenth of the main thread). Oldest first rather than by class, so a
+    // workload that cycles through a few classes does not evict (and clear) its own buffers.
     if (!this.#makeRoom(size)) return;
     let list = this.#free.get(size);
     if (list === undefined) this.#free.set(size, (list = []));
     list.push(sab);
+    this.#kept.add(sab);
     this.#freeBytes += size;
   }
 
   /**
-   * Drops kept buffers of other size classes, largest first, until `size` more bytes fit under the
-   * limit. False if they cannot (the limit is reached by this class alone).
+   * Drops the buffers kept longest until `size` more bytes fit under the limit. False if even an
+   * empty pool could not keep it.
    */
   #makeRoom(size: number): boolean {
-    if (this.#freeBytes + size <= sharedBuffersKeptBytesMax) return true;
-    const others = [...this.#free.keys()].filter((k) => k !== size).sort((a, b) => b - a);
-    for (const k of others) {
-      const list = this.#free.get(k)!;
-      while (list.length > 0 && this.#freeBytes + size > sharedBuffersKeptBytesMax) {
-        // Cleared as it goes: the close-time wipe can no longer reach it.
-        new Uint8Array(list.pop()!).fill(0);
-        this.#freeBytes -= k;
-      }
-      if (list.length === 0) this.#free.delete(k);
-      if (this.#freeBytes + size <= sharedBuffersKeptBytesMax) return true;
+    if (size > sharedBuffersKeptBytesMax) return false;
+    for (const oldest of this.#kept) {
+      if (this.#freeBytes + size <= sharedBuffersKeptBytesMax) break;
+      const bytes = oldest.byteLength;
+      const list = this.#free.get(bytes)!;
+      // Within a class the oldest is at the bottom of its stack (takes pop from the top).
+      assert(list[0] === oldest, 'shared buffer pool order');
+      list.shift();
+      if (list.length === 0) this.#free.delete(bytes);
+      this.#kept.delete(oldest);
+      this.#freeBytes -= bytes;
+      // Cleared as it goes: the close-time wipe can no longer reach it.
+      new Uint8Array(oldest).fill(0);
     }
-    return false;
+    return true;
   }
 
   /** Zeroes the memory kept for reuse (a closed volume's or sealed appliance's plaintext); buffers in use are untouched. */

@@ -60,6 +60,7 @@ test('a pool full of one size class makes room for another, clearing what it dro
   pool.give(again);
   const dropped = big.filter((b) => !new Uint8Array(b.buffer).every((x) => x === 0x42));
   t.is(dropped.length, 1, 'exactly one large buffer made room');
+  t.is(dropped[0], big[0], 'the one kept longest');
   t.true(new Uint8Array(dropped[0]!.buffer).every((x) => x === 0), 'and it was cleared');
   // A class that alone fills the pool drops its own surplus instead.
   const more = Array.from({ length: sharedBuffersKeptBytesMax / (1 << 20) + 4 }, () => pool.take(1 << 20));
