@@ -137,8 +137,8 @@ function sealKeys(table: KeyTable, targets: readonly number[]): SealKeys {
 export interface NativeSealCall extends BatchShape {
   readonly epoch: number;
   readonly targets: readonly number[];
-  /** count × blockBytes */
-  readonly blocks: Uint8Array;
+  /** count × blockBytes, or buffers of whole blocks that hold the count blocks in order. */
+  readonly blocks: Uint8Array | readonly Uint8Array[];
   readonly zero: Uint8Array | null;
   readonly addresses: Float64Array;
   readonly generations: Float64Array;
@@ -167,7 +167,8 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
     const out = c.outs[i % c.targets.length];
     check(out !== undefined && Number.isInteger(o) && o >= 0 && o + c.slotBytes <= out.length, 'an output offset is outside its buffer');
   }
-  check(c.generations.length === count && c.blocks.length === count * c.blockBytes, 'per-block sizes');
+  const blockBytes = c.blocks instanceof Uint8Array ? c.blocks.length : c.blocks.reduce((a, b) => (b.length % c.blockBytes === 0 ? a + b.length : Number.NaN), 0);
+  check(c.generations.length === count && blockBytes === count * c.blockBytes, 'per-block sizes');
   check(c.outs.length === c.targets.length && c.outOffsets.length === count * c.targets.length, 'outputs');
   check(Number.isInteger(c.epoch) && c.epoch >= 0 && c.epoch <= epochMax, 'epoch');
   for (let i = 0; i < count; i++) {

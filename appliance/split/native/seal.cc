@@ -206,11 +206,14 @@ bool intOf(napi_env env, napi_value v, int64_t lo, int64_t hi, int64_t* out) {
   *out = (int64_t)d; return true;
 }
 // The elements of a JS array of at most kSharesMax entries (reading them may run getters).
-bool elementsOf(napi_env env, napi_value arr, std::vector<napi_value>* out) {
+bool elementsUpTo(napi_env env, napi_value arr, uint32_t max, std::vector<napi_value>* out);
+bool elementsOf(napi_env env, napi_value arr, std::vector<napi_value>* out) { return elementsUpTo(env, arr, (uint32_t)kSharesMax, out); }
+// The elements of a JS array of at most `max` entries (reading them may run getters).
+bool elementsUpTo(napi_env env, napi_value arr, uint32_t max, std::vector<napi_value>* out) {
   bool isArray = false;
   uint32_t len = 0;
   if (arr == nullptr || napi_is_array(env, arr, &isArray) != napi_ok || !isArray) return false;
-  if (napi_get_array_length(env, arr, &len) != napi_ok || len > (uint32_t)kSharesMax) return false;
+  if (napi_get_array_length(env, arr, &len) != napi_ok || len > max) return false;
   out->resize(len);
   for (uint32_t k = 0; k < len; k++) if (napi_get_element(env, arr, k, &(*out)[k]) != napi_ok) return false;
   return true;
@@ -232,7 +235,8 @@ inline int64_t sectionOf(uint64_t address, int64_t slotBytes, int64_t sectionByt
 
 /*
  * seal(o) seals `count` blocks in one call. o:
- *  blocks (count*blockBytes), aontKeys (count*32, fresh random per block), zero (Uint8Array count | null),
+ *  blocks (count*blockBytes, or an Array of buffers of whole blocks that together hold the count
+ *  blocks in order: writes received into buffers of their own are sealed in one call), aontKeys (count*32, fresh random per block), zero (Uint8Array count | null),
  *  volumeId (16), count, blockBytes, m, n, slotBytes, epoch,
  *  addresses, generations (Float64Array count: each block's own, so many small writes share one call),
  *  parity ((n-m)*m, from reed-solomon.ts parityMatrix), targets (Uint8Array of strips),
@@ -258,11 +262,15 @@ napi_value Seal(napi_env env, napi_callback_info info) {
   readProps(env, o, names, v);
   std::vector<napi_value> outsV;
   CHECK(elementsOf(env, v[pOuts], &outsV), "outs");
+  bool blocksIsArray = false;
+  std::vector<napi_value> blocksV;
+  if (v[pBlocks] != nullptr) NAPI(napi_is_array(env, v[pBlocks], &blocksIsArray));
+  if (blocksIsArray) CHECK(elementsUpTo(env, v[pBlocks], (uint32_t)kCountMax, &blocksV), "blocks");
   // Phase 2: pointers and numbers, with no JavaScript in between.
-  uint8_t *blocks, *aontKeys, *vol, *parity, *targets, *keys, *keySlot, *addrB, *genB, *offB, *zero = nullptr;
-  size_t blocksLen, aontLen, volLen, parityLen, targetsLen, keysLen, keyIdxLen, keySlotLen, addrLen, genLen, offLen, zeroLen = 0;
+  uint8_t *blocks = nullptr, *aontKeys, *vol, *parity, *targets, *keys, *keySlot, *addrB, *genB, *offB, *zero = nullptr;
+  size_t blocksLen = 0, aontLen, volLen, parityLen, targetsLen, keysLen, keyIdxLen, keySlotLen, addrLen, genLen, offLen, zeroLen = 0;
   const int16_t* keyIdx;
-  CHECK(bytesOf(env, v[pBlocks], &blocks, &blocksLen), "blocks");
+  if (!blocksIsArray) CHECK(bytesOf(env, v[pBlocks], &blocks, &blocksLen), "blocks");
   CHECK(bytesOf(env, v[pAontKeys], &aontKeys, &aontLen), "aontKeys");
   CHECK(bytesOf(env, v[pVolumeId], &vol, &volLen) && volLen == kVolId, "volumeId");
   CHECK(bytesOf(env, v[pParity], &parity, &parityLen), "parity");
@@ -284,7 +292,24 @@ napi_value Seal(napi_env env, napi_callback_info info) {
         intOf(env, v[pSectionBytes], 1, kSectionBytesMax, &sectionBytes), "seal: a number is missing or out of range");
   const size_t T = targetsLen;
   CHECK(T >= 1 && T <= (size_t)n, "targets");
-  CHECK(blocksLen == (size_t)(count * blockBytes) && aontLen >= (size_t)count * kAontKey, "sizes");
+  // Block i's bytes: one buffer of count blocks, or buffers of whole blocks that add up to count.
+  std::vector<const uint8_t*> blockAt((size_t)count);
+  if (blocksIsArray) {
+    size_t i = 0;
+    for (napi_value b : blocksV) {
+      uint8_t* d; size_t len;
+      CHECK(bytesOf(env, b, &d, &len) && len % (size_t)blockBytes == 0, "blocks element");
+      for (size_t at = 0; at < len; at += (size_t)blockBytes) {
+        CHECK(i < (size_t)count, "sizes");
+        blockAt[i++] = d + at;
+      }
+    }
+    CHECK(i == (size_t)count, "sizes");
+  } else {
+    CHECK(blocksLen == (size_t)(count * blockBytes), "sizes");
+    for (int64_t i = 0; i < count; i++) blockAt[(size_t)i] = blocks + i * blockBytes;
+  }
+  CHECK(aontLen >= (size_t)count * kAontKey, "sizes");
   CHECK(addrLen == (size_t)count * 8 && genLen == (size_t)count * 8 && offLen == (size_t)count * T * 8, "per-block array sizes");
   CHECK(parityLen == (size_t)((n - m) * m), "parity size");
   {
@@ -329,7 +354,7 @@ napi_value Seal(napi_env env, napi_callback_info info) {
     const bool isZero = zero && zero[i];
     const uint8_t kind = isZero ? kZero : kData;
     if (!isZero) {
-      const uint8_t* blk = blocks + i * blockBytes;
+      const uint8_t* blk = blockAt[(size_t)i];
       const uint8_t* K = aontKeys + i * kAontKey;
       int ol;
       if (!EVP_EncryptInit_ex(ctxs.ctr, nullptr, nullptr, K, zeroIv) || !EVP_EncryptUpdate(ctxs.ctr, pkg.data(), &ol, blk, (int)blockBytes)) { failure = "ctr"; break; }
