@@ -20,7 +20,7 @@ import { sharedBuffers } from '../../appliance/split/shared-buffers.ts';
 import { SplitPool, type SplitRunner } from '../../appliance/split/split-pool.ts';
 import { slotBytesFor } from '../../appliance/strip/layout.ts';
 import { Owl, owlRingBytesFor } from '../../appliance/volume/owl.ts';
-import { Volume, stripBytesForVolume, uuidToBytes } from '../../appliance/volume/volume.ts';
+import { Volume, sealInlineBlocksMax, stripBytesForVolume, uuidToBytes } from '../../appliance/volume/volume.ts';
 import { LateRunner, WatchedGateDevice, poisonPool } from '../helpers/pool-watch.ts';
 import { fileDevices, testWrapper } from '../helpers/volumes.ts';
 
@@ -246,11 +246,13 @@ test.serial('a seal job abandoned mid-way fails its writes and keeps its output 
   apply(model, before);
   await issue(volume, before);
   await volume.settleAcknowledged();
-  // The next seal is abandoned: its write fails, nothing of it is journalled.
+  // The next seal is abandoned: its write fails, nothing of it is journalled. (Writes larger than
+  // sealInlineBlocksMax: smaller groups are sealed on this thread, with no job to abandon.)
+  const sealedByWorker = (sealInlineBlocksMax + 16) * blockBytes;
   abandonNext = true;
-  await t.throwsAsync(pooledWrite(volume, 4 * MiB, randomBytes(64 * KiB)));
+  await t.throwsAsync(pooledWrite(volume, 4 * MiB, randomBytes(sealedByWorker)));
   abandonNext = true;
-  await t.throwsAsync(volume.write(5 * MiB, randomBytes(16 * KiB)));
+  await t.throwsAsync(volume.write(5 * MiB, randomBytes(sealedByWorker)));
   t.is(volume.health().state, 'healthy', 'a failed seal fails its write, not the strips');
   // Later writes reuse the pool (the abandoned seal's input went back).
   const after = ops(6 * MiB, 8, 4);
