@@ -293,6 +293,9 @@ export class Owl {
         if (failure !== null) reject(failure.error);
         else resolve(entries);
       };
+      // Made once per list, not per record: under tsx every named closure costs a defineProperty.
+      const recordDone = (): void => settle();
+      const recordFailed = (e: unknown): void => settle({ error: e });
       // Admission in arrival order: a large write waiting for room is not overtaken for ever by small ones.
       let k = 0;
       const admitted = this.#admission.then(async () => {
@@ -319,7 +322,7 @@ export class Owl {
           const shares = joinAdjacent(a.shares);
           const buffers = pad > 0 ? [header, ...shares, zeroPad.subarray(0, pad)] : [header, ...shares];
           const w = written[k];
-          this.#queue.push({ entry, recordBytes, buffers, resolve: () => settle(), reject: (e) => settle({ error: e }), ...(w ? { written: w } : {}) });
+          this.#queue.push({ entry, recordBytes, buffers, resolve: recordDone, reject: recordFailed, ...(w ? { written: w } : {}) });
           this.#kick();
         }
       });

@@ -819,7 +819,7 @@ export class Volume {
     const w = this.writePieces(first, buf, noZeroes);
     // Failed closed before the range is released: a request waiting for it must not see older data.
     const finished = w.done.then(release, (e: unknown) => {
-      if (w.wasAcked()) this.failClosed(e);
+      if (w.status.wasAcked) this.failClosed(e);
       release();
     });
     this.afterAck.add(finished);
@@ -1008,16 +1008,14 @@ export class Volume {
    * the write is done); `done` once every piece is on its strips. A piece starts when the one before
    * it is journalled, so a large write streams instead of waiting for each piece's strip writes.
    */
-  private writePieces(first: number, blocks: Buffer, isZero: (i: number) => boolean): { acked: Promise<void>; done: Promise<void>; wasAcked: () => boolean } {
+  private writePieces(first: number, blocks: Buffer, isZero: (i: number) => boolean): { acked: Promise<void>; done: Promise<void>; status: { wasAcked: boolean } } {
     const count = blocks.length / this.blockBytes;
     const per = Math.min(blocksPerIoMax, owlBlocksPerRecord(this.slotBytes, this.n));
     let resolveAck!: () => void;
-    let isAcked = false;
+    // A flag, not a named closure: tsx keeps function names with an Object.defineProperty per
+    // closure made, which per 4 KiB write was measurable (see anonymous callbacks below too).
+    const status = { wasAcked: false };
     const acked = new Promise<void>((resolve) => (resolveAck = resolve));
-    const ack = (): void => {
-      isAcked = true;
-      resolveAck();
-    };
     const done = (async () => {
       const pieces: Promise<void>[] = [];
       let failure: { error: unknown } | null = null;
@@ -1033,29 +1031,31 @@ export class Volume {
       } catch (e) {
         failure = { error: e };
       }
-      if (failure === null) ack();
+      if (failure === null) {
+        status.wasAcked = true;
+        resolveAck();
+      }
       // The range is released only after every piece started has settled, whatever happened.
       const settled = await Promise.allSettled(pieces);
       if (failure !== null) throw failure.error;
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed !== undefined) throw failed.reason;
     })();
-    return { acked: Promise.race([acked, done]), done, wasAcked: () => isAcked };
+    return { acked: Promise.race([acked, done]), done, status };
   }
 
   private async writeRecord(first: number, blocks: Buffer, isZero: (i: number) => boolean, journaled?: () => void): Promise<void> {
     const count = blocks.length / this.blockBytes;
     const appended: OwlEntry[] = [];
     let cached = false;
-    // Cached when acknowledged: the caller may reuse its buffer once the write is acknowledged.
-    const onJournaled = (): void => {
-      this.cache.putRun(first, blocks);
-      cached = true;
-      crashPoint('owl.acknowledged');
-      journaled?.();
-    };
     try {
-      await this.sealAndWrite(first, blocks, isZero, appended, onJournaled);
+      // Cached when acknowledged: the caller may reuse its buffer once the write is acknowledged.
+      await this.sealAndWrite(first, blocks, isZero, appended, () => {
+        this.cache.putRun(first, blocks);
+        cached = true;
+        crashPoint('owl.acknowledged');
+        journaled?.();
+      });
     } catch (e) {
       // Some strips may hold the new shares and some not: only the strips can say what reads back.
       this.cache.invalidate(first, count);
@@ -1266,19 +1266,12 @@ export class Volume {
         sharedBuffers.give(blocks);
       }
     }
-    let holders = items.length;
-    let reusable = true;
+    const holders = new SealedHolders(packed, items.length);
     return runs.map((r, k) => {
       const span = r.count * this.slotBytes;
-      let released = false;
       return {
         shares: r.targets.map((_, p) => packed.subarray(offsets[k]! + p * span, offsets[k]! + (p + 1) * span)),
-        release: (clean: boolean) => {
-          if (released) return;
-          released = true;
-          reusable &&= clean;
-          if (--holders === 0 && reusable) sharedBuffers.give(packed);
-        },
+        release: holders.release(),
       };
     });
   }
@@ -1774,6 +1767,32 @@ interface Sealed {
    * write of the batch released it cleanly.
    */
   release(clean: boolean): void;
+}
+
+/**
+ * The items sealed into one shared buffer: it goes back to the pool once every item has released
+ * it cleanly (a strip write that failed or was given up on may still read it: then never).
+ */
+class SealedHolders {
+  #left: number;
+  #reusable = true;
+  constructor(
+    private readonly packed: Buffer,
+    holders: number,
+  ) {
+    this.#left = holders;
+  }
+
+  /** One item's release, idempotent. (Returned anonymous: a named closure per item costs a defineProperty under tsx.) */
+  release(): (clean: boolean) => void {
+    let released = false;
+    return (clean) => {
+      if (released) return;
+      released = true;
+      this.#reusable &&= clean;
+      if (--this.#left === 0 && this.#reusable) sharedBuffers.give(this.packed);
+    };
+  }
 }
 
 /** One journal record on its way through writeGroup. */
