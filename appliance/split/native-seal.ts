@@ -167,8 +167,8 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
     const out = c.outs[i % c.targets.length];
     check(out !== undefined && Number.isInteger(o) && o >= 0 && o + c.slotBytes <= out.length, 'an output offset is outside its buffer');
   }
-  const blockBytes = c.blocks instanceof Uint8Array ? c.blocks.length : c.blocks.reduce((a, b) => (b.length % c.blockBytes === 0 ? a + b.length : Number.NaN), 0);
-  check(c.generations.length === count && blockBytes === count * c.blockBytes, 'per-block sizes');
+  const blocksLength = c.blocks instanceof Uint8Array ? c.blocks.length : c.blocks.reduce((a, b) => (b.length % c.blockBytes === 0 ? a + b.length : Number.NaN), 0);
+  check(c.generations.length === count && blocksLength === count * c.blockBytes, 'per-block sizes');
   check(c.outs.length === c.targets.length && c.outOffsets.length === count * c.targets.length, 'outputs');
   check(Number.isInteger(c.epoch) && c.epoch >= 0 && c.epoch <= epochMax, 'epoch');
   for (let i = 0; i < count; i++) {
@@ -177,8 +177,10 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
     check(Number.isInteger(a) && a >= 0 && a <= addressMax && Number.isInteger(g) && g >= 1 && g <= generationMax, 'address or generation out of range');
   }
   const keysBuf = aontKeys ?? randomFillSync(Buffer.allocUnsafe(count * aontKeyBytes));
+  let sessionKeys: Uint8Array | null = null;
   try {
     const k = sealKeys(c.keys, c.targets);
+    sessionKeys = k.keys;
     addon.seal({
       blocks: c.blocks,
       aontKeys: keysBuf,
@@ -203,8 +205,9 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
       sectionFirst: c.keys.sectionFirst,
       sectionBytes,
     });
-    k.keys.fill(0);
   } finally {
+    // The copy of the session keys is cleared whether the call succeeded or threw.
+    sessionKeys?.fill(0);
     if (aontKeys === undefined) keysBuf.fill(0);
   }
   return true;

@@ -11,6 +11,7 @@
  * settled (a worker abandoned mid-job may still read them — harmless); shares when the journal's
  * writev and every strip write have finished, and never after a job or a write failed or was given
  * up on (a worker or a device may still be writing or reading them; those are left to the GC).
+ * Shares sealed on the calling thread that failed to seal go back at once: nothing else had them.
  */
 import { assert } from '../errors.ts';
 

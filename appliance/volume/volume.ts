@@ -9,7 +9,7 @@ import { ErrorCode, StripvaultError, assert, fail } from '../errors.ts';
 import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
 import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
 import { sharedBuffers } from '../split/shared-buffers.ts';
-import { copyBytes } from '../split/native-seal.ts';
+import { copyBytes, nativeSeal } from '../split/native-seal.ts';
 import { openBatch, sealRuns, sealedRunOffsets, type BatchGeometry, type BatchShape, type BlockOutcome, type KeyTable, type SealRun } from '../split/batch.ts';
 import type { IoStrip, SlotWrite } from '../split/io-batch.ts';
 import { TickBatcher } from '../split/tick-batcher.ts';
@@ -41,10 +41,11 @@ export const fdIoTimeoutMs = 5_000;
 /** Batches smaller than this are sealed/opened on the calling thread: a worker round trip costs more. */
 export const poolBlocksMin = 4;
 /**
- * A group of journal records this small is sealed on the calling thread. Sealing a 4 KiB block
- * natively takes ~6 us; a worker round trip costs the main thread about as much as sealing a
- * dozen and adds two thread wake-ups to every write's latency (4 KiB random writes at queue depth
- * 32: +15 % IOPS sealed here). Larger groups (sequential writes) keep the workers' parallelism.
+ * Blocks of journal records sealed on the calling thread per turn of the event loop. Sealing a
+ * 4 KiB block natively takes ~6 us; a worker round trip costs the main thread about as much as
+ * sealing a dozen and adds two thread wake-ups to every write's latency (4 KiB random writes at
+ * queue depth 32: +15 % IOPS sealed here). Counted per turn, not per group, so a busy turn's groups
+ * beyond it (and sequential writes' large records) still go to the workers in parallel.
  */
 export const sealInlineBlocksMax = 32;
 /** Individual shares remembered as needing repair; past this the volume asks for a full scrub instead. */
@@ -280,11 +281,14 @@ export class Volume {
   private passes = 0;
   /**
    * The journal records of one event-loop turn are written as groups (see TickBatcher): one
-   * generation reservation, one seal job, one strip-write job and one pass of bookkeeping per group
-   * instead of per record. At a deep queue of 4 KiB writes, the per-record promises, timers and
-   * device holds had cost more main-thread time than the NBD layer's whole handling of a request.
+   * generation reservation, one seal (here or in one worker job), one strip-write job and one pass
+   * of bookkeeping per group instead of per record. At a deep queue of 4 KiB writes, the per-record
+   * promises, timers and device holds had cost more main-thread time than the NBD layer's whole
+   * handling of a request.
    */
   private readonly recorder: TickBatcher<RecordWrite, void>;
+  /** Blocks sealed on this thread since the current turn of the event loop began (see sealInlineBlocksMax). */
+  private sealedInlineThisTurn = 0;
   /** Reads done by workers on the strips' descriptors, one turn's worth per message. */
   private readonly fdReader = new TickBatcher<FdReadItem, FdReadResult>({
     run: (items) => this.fdReadItems(items),
@@ -1082,7 +1086,7 @@ export class Volume {
 
   /**
    * Writes a group of records (disjoint ranges, each under its writer's range lock): consecutive
-   * generations from one reservation, sealed in one job, each journalled, then every share out to
+   * generations from one reservation, sealed together (here or in one job), each journalled, then every share out to
    * its strip in one job. The records share their fate: targets, failures and health verdicts are
    * the group's, as they were already the turn's (one journal group, one worker message).
    */
@@ -1231,15 +1235,18 @@ export class Volume {
   }
 
   /**
-   * Seals one turn's writes in one runner batch into one reusable shared buffer; per item, one share
-   * buffer per target and a release. The buffer is reused once every item has released it cleanly.
+   * Seals a group's writes into one reusable shared buffer, here (a small group, within this turn's
+   * sealInlineBlocksMax) or in one runner batch; per item, one share buffer per target and a
+   * release. The buffer is reused once every item has released it cleanly.
    */
   private async sealItems(items: readonly SealItem[]): Promise<Sealed[]> {
     const runs = items.map((it) => it.run);
     const { offsets, bytes } = sealedRunOffsets(runs, this.slotBytes);
     const packed = sharedBuffers.take(bytes);
     const total = runs.reduce((a, r) => a + r.count, 0);
-    if (total <= sealInlineBlocksMax) {
+    if (nativeSeal.available && this.sealedInlineThisTurn + total <= sealInlineBlocksMax) {
+      if (this.sealedInlineThisTurn === 0) setImmediate(() => (this.sealedInlineThisTurn = 0));
+      this.sealedInlineThisTurn += total;
       // No worker is involved: the buffer goes back to the pool whatever happens.
       try {
         sealRuns({ ...this.batchShape(runs), blocks: items.map((it) => it.blocks), runs, out: packed });

@@ -252,7 +252,8 @@ napi_value Seal(napi_env env, napi_callback_info info) {
   CHECK(argc >= 1, "seal: no argument");
   CHECK(ctxs.init(), "EVP init failed");
   ScrubOnExit scrub;
-  // Phase 1, the only one that can run JavaScript (getters): every property and every outs element.
+  // Phase 1, the only one that can run JavaScript (getters): every property, every outs element and,
+  // when blocks is an array, every blocks element.
   static const char* const names[] = {"blocks", "aontKeys", "volumeId", "parity", "targets", "keys", "keyIdx", "keySlot",
                                       "addresses", "generations", "outOffsets", "zero", "count", "blockBytes", "m", "n",
                                       "slotBytes", "epoch", "sections", "sectionFirst", "sectionBytes", "outs"};
