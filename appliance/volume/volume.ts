@@ -1086,9 +1086,10 @@ export class Volume {
 
   /**
    * Writes a group of records (disjoint ranges, each under its writer's range lock): consecutive
-   * generations from one reservation, sealed together (here or in one job), each journalled, then every share out to
-   * its strip in one job. The records share their fate: targets, failures and health verdicts are
-   * the group's, as they were already the turn's (one journal group, one worker message).
+   * generations from one reservation, sealed together (here or in one job), each journalled, then
+   * every share out to its strip in one job. The records share their fate: targets, failures and
+   * health verdicts are the group's, as they were already the turn's (one journal group, one worker
+   * message).
    */
   private async writeGroup(items: readonly RecordWrite[]): Promise<void[]> {
     this.checkNotClosed();

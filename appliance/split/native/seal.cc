@@ -205,9 +205,6 @@ bool intOf(napi_env env, napi_value v, int64_t lo, int64_t hi, int64_t* out) {
   if (v == nullptr || napi_get_value_double(env, v, &d) != napi_ok || !isIntIn(d, lo, hi)) return false;
   *out = (int64_t)d; return true;
 }
-// The elements of a JS array of at most kSharesMax entries (reading them may run getters).
-bool elementsUpTo(napi_env env, napi_value arr, uint32_t max, std::vector<napi_value>* out);
-bool elementsOf(napi_env env, napi_value arr, std::vector<napi_value>* out) { return elementsUpTo(env, arr, (uint32_t)kSharesMax, out); }
 // The elements of a JS array of at most `max` entries (reading them may run getters).
 bool elementsUpTo(napi_env env, napi_value arr, uint32_t max, std::vector<napi_value>* out) {
   bool isArray = false;
@@ -218,6 +215,8 @@ bool elementsUpTo(napi_env env, napi_value arr, uint32_t max, std::vector<napi_v
   for (uint32_t k = 0; k < len; k++) if (napi_get_element(env, arr, k, &(*out)[k]) != napi_ok) return false;
   return true;
 }
+// The elements of a JS array of at most kSharesMax entries (one per strip).
+bool elementsOf(napi_env env, napi_value arr, std::vector<napi_value>* out) { return elementsUpTo(env, arr, (uint32_t)kSharesMax, out); }
 // Reads the named properties of o into v, all of them before anything else is looked at.
 template <size_t N>
 void readProps(napi_env env, napi_value o, const char* const (&names)[N], napi_value (&v)[N]) {
@@ -236,7 +235,8 @@ inline int64_t sectionOf(uint64_t address, int64_t slotBytes, int64_t sectionByt
 /*
  * seal(o) seals `count` blocks in one call. o:
  *  blocks (count*blockBytes, or an Array of buffers of whole blocks that together hold the count
- *  blocks in order: writes received into buffers of their own are sealed in one call), aontKeys (count*32, fresh random per block), zero (Uint8Array count | null),
+ *  blocks in order: writes received into buffers of their own are sealed in one call),
+ *  aontKeys (count*32, fresh random per block), zero (Uint8Array count | null),
  *  volumeId (16), count, blockBytes, m, n, slotBytes, epoch,
  *  addresses, generations (Float64Array count: each block's own, so many small writes share one call),
  *  parity ((n-m)*m, from reed-solomon.ts parityMatrix), targets (Uint8Array of strips),
