@@ -165,11 +165,13 @@ export function sealRuns(b: SealRunsBatch): Uint8Array {
     const group = b.runs.slice(k, end);
     const groupBlocks = packed !== null ? packed.subarray(blockAt, blockAt + blocks * b.blockBytes) : perRun!.slice(k, end);
     if (!sealRunsNative(b, group, offsets.slice(k, end), groupBlocks, out)) {
+      let at = 0;
       group.forEach((r, j) => {
         const span = r.count * b.slotBytes;
         const o = offsets[k + j]!;
         const dest = r.targets.map((_, p) => out.subarray(o + p * span, o + (p + 1) * span));
-        const runBlocks = groupBlocks instanceof Uint8Array ? groupBlocks.subarray((blocksBefore(group, j)) * b.blockBytes, (blocksBefore(group, j) + r.count) * b.blockBytes) : groupBlocks[j]!;
+        const runBlocks = groupBlocks instanceof Uint8Array ? groupBlocks.subarray(at, at + r.count * b.blockBytes) : groupBlocks[j]!;
+        at += r.count * b.blockBytes;
         sealIntoJs({ ...b, ...r, blocks: runBlocks }, dest);
       });
     }
@@ -177,13 +179,6 @@ export function sealRuns(b: SealRunsBatch): Uint8Array {
     k = end;
   }
   return out;
-}
-
-/** Blocks in the runs before run j. */
-function blocksBefore(runs: readonly SealRun[], j: number): number {
-  let n = 0;
-  for (let i = 0; i < j; i++) n += runs[i]!.count;
-  return n;
 }
 
 function sameTargets(a: readonly number[], b: readonly number[]): boolean {
