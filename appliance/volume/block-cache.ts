@@ -11,6 +11,7 @@
  */
 import { assert } from '../errors.ts';
 import { copyBytes } from '../split/native-seal.ts';
+import { BlockIndex } from './block-index.ts';
 
 /** Default bytes of plaintext kept per volume. */
 export const blockCacheBytesDefault = 32 * 1024 * 1024;
@@ -28,8 +29,8 @@ const none = -1;
 export class BlockCache {
   readonly blockBytes: number;
   readonly blocksMax: number;
-  /** address → entry index */
-  readonly #index = new Map<number, number>();
+  /** address → entry index (not a Map: see block-index.ts) */
+  readonly #index = new BlockIndex();
   /** Per entry: its block (allocated on first use), its address, and its neighbours in LRU order. */
   readonly #data: Buffer[] = [];
   #address: Float64Array;
@@ -61,7 +62,7 @@ export class BlockCache {
     }
     const out = Buffer.allocUnsafe(count * this.blockBytes);
     for (let i = 0; i < count; i++) {
-      const e = this.#index.get(first + i)!;
+      const e = this.#index.get(first + i);
       this.#touch(e);
       this.#data[e]!.copy(out, i * this.blockBytes);
     }
@@ -80,7 +81,7 @@ export class BlockCache {
     for (let i = skip; i < count; i++) {
       const address = first + i;
       let e = this.#index.get(address);
-      if (e === undefined) {
+      if (e === -1) {
         e = this.#take();
         this.#address[e] = address;
         this.#index.set(address, e);
@@ -93,7 +94,7 @@ export class BlockCache {
   invalidate(first: number, count: number): void {
     for (let i = 0; i < count; i++) {
       const e = this.#index.get(first + i);
-      if (e === undefined) continue;
+      if (e === -1) continue;
       this.#data[e]!.fill(0);
       this.#index.delete(first + i);
       this.#unlink(e);
