@@ -22,6 +22,7 @@ import { SplitPool } from '../appliance/split/split-pool.ts';
 import { slotBytesFor } from '../appliance/strip/layout.ts';
 import { Owl, owlRingBytesFor } from '../appliance/volume/owl.ts';
 import { Volume, stripBytesForVolume, uuidToBytes } from '../appliance/volume/volume.ts';
+import { serveNodeFlags } from '../cli/node-flags.ts';
 
 export const loopbackHost = '127.0.0.1';
 export const exportName = 'default';
@@ -230,7 +231,7 @@ export interface StripvaultPeerOptions {
 
 /** The product: `stripvault serve` on an empty data directory (creates the embedded default volume). */
 export function startStripvaultServe(opts: StripvaultPeerOptions): Promise<Peer> {
-  const args = [...(opts.nodeArgs ?? []), join(repoRoot, 'bin', 'stripvault.js'), 'serve', '--data', opts.dataDir, '--nbd', `${loopbackHost}:${opts.port}`, '--api-listen', 'off'];
+  const args = [...serveNodeFlags, ...(opts.nodeArgs ?? []), join(repoRoot, 'bin', 'stripvault.js'), 'serve', '--data', opts.dataDir, '--nbd', `${loopbackHost}:${opts.port}`, '--api-listen', 'off'];
   return startPeer('stripvault serve', opts.port, process.execPath, args, (s) => s.sawEvent('serving'));
 }
 
@@ -240,7 +241,7 @@ export function startStripvaultServe(opts: StripvaultPeerOptions): Promise<Peer>
  * volume and NBD modules, without the metadata store.
  */
 export function startStripvaultDirect(opts: StripvaultPeerOptions): Promise<Peer> {
-  const args = [...(opts.nodeArgs ?? []), '--import', 'tsx', selfPath, 'volume-server', opts.dataDir, String(opts.port)];
+  const args = [...serveNodeFlags, ...(opts.nodeArgs ?? []), '--import', 'tsx', selfPath, 'volume-server', opts.dataDir, String(opts.port)];
   return startPeer('stripvault (direct volume)', opts.port, process.execPath, args, (s) => s.sawEvent('serving'));
 }
 

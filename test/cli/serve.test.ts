@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MiB, tool, toolOk } from '../nbd/helpers.ts';
 import { withTempDir } from '../helpers/volumes.ts';
+import { missingServeNodeFlags, serveNodeFlags } from '../../cli/node-flags.ts';
 
 const bin = fileURLToPath(new URL('../../bin/stripvault.js', import.meta.url));
 const startMs = 60_000;
@@ -30,8 +31,8 @@ interface Running {
   stop(): Promise<number | null>;
 }
 
-async function startServe(dataDir: string, nbd: string): Promise<Running> {
-  const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--nbd', nbd, '--api-listen', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+async function startServe(dataDir: string, nbd: string, nodeArgs: readonly string[] = []): Promise<Running> {
+  const child = spawn(process.execPath, [...nodeArgs, bin, 'serve', '--data', dataDir, '--nbd', nbd, '--api-listen', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
@@ -67,6 +68,8 @@ test('serve: the embedded default with nbdinfo, qemu-img, qemu-io, nbdcopy and f
     let server = await startServe(data, `127.0.0.1:${port}`);
     t.teardown(() => void server.child.kill('SIGKILL'));
     t.regex(server.log(), /DEV UNSEAL/);
+    // Started as a bare `node bin/stripvault.js serve`: the administrator is told what npm start adds.
+    t.regex(server.log(), /"event":"node_flags.missing".*--max-semi-space-size=64/);
     try {
       // What the server offers.
       const list = JSON.parse(await toolOk(t, 'nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`])) as { exports: Array<Record<string, unknown>> };
@@ -147,10 +150,12 @@ test('serve: the embedded default with nbdinfo, qemu-img, qemu-io, nbdcopy and f
     }
     t.regex(server.log(), /"event":"stopped"/);
 
-    // Restart on the same directory: the same bytes, nothing re-created.
-    server = await startServe(data, `unix:${join(dir, 'nbd.sock')}`);
+    // Restart on the same directory: the same bytes, nothing re-created. With serve's node flags, as
+    // npm start runs it: no warning about them.
+    server = await startServe(data, `unix:${join(dir, 'nbd.sock')}`, serveNodeFlags);
     try {
       t.notRegex(server.log(), /embedded_default.created/);
+      t.notRegex(server.log(), /node_flags/);
       const back = join(dir, 'back2.img');
       await toolOk(t, 'nbdcopy', [`nbd+unix:///default?socket=${join(dir, 'nbd.sock')}`, back], 180_000);
       const bytes = await readFile(back);
@@ -160,6 +165,21 @@ test('serve: the embedded default with nbdinfo, qemu-img, qemu-io, nbdcopy and f
       t.is(await server.stop(), 0, server.log());
     }
   });
+});
+
+test('serve node flags: npm start and the bin pass them, and serve knows when they are missing', async (t) => {
+  const pkg = JSON.parse(await readFile(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { scripts: { start: string } };
+  const shebang = (await readFile(bin, 'utf8')).split('\n')[0]!;
+  for (const f of serveNodeFlags) {
+    t.true(pkg.scripts.start.split(' ').includes(f), `npm start passes ${f}`);
+    t.true(shebang.split(' ').includes(f), `the bin's #! line passes ${f}`);
+  }
+  t.true(shebang.startsWith('#!/usr/bin/env -S node '), 'env -S splits the #! line into node and its flags');
+  t.deepEqual(missingServeNodeFlags([], ''), [...serveNodeFlags]);
+  t.deepEqual(missingServeNodeFlags([...serveNodeFlags], ''), []);
+  t.deepEqual(missingServeNodeFlags([], `--no-warnings ${serveNodeFlags.join(' ')}`), [], 'NODE_OPTIONS counts');
+  t.deepEqual(missingServeNodeFlags(['--max_semi_space_size=32'], ''), [], 'another value, underscores: chosen by someone, left alone');
+  t.deepEqual(missingServeNodeFlags(['--max-old-space-size=64', '--import', 'tsx'], 'semi-space'), [...serveNodeFlags], 'other flags are not it');
 });
 
 test('serve refuses bad --nbd and --api-listen values', async (t) => {
