@@ -60,15 +60,15 @@ export const nativeSeal = { available: addon !== null, why: loaded.why } as cons
 /** Below this a plain TypedArray#set is cheaper than crossing into the addon. */
 export const nativeCopyBytesMin = 1024;
 
+function isCount(x: number): boolean {
+  return Number.isSafeInteger(x) && x >= 0;
+}
+
 /**
  * Copies `length` bytes of src from srcAt into dst at dstAt. Where either side is shared memory
  * (NBD payload buffers, sealed shares) and the addon is loaded, its memmove does it: V8 copies
  * shared memory with a relaxed-atomic loop several times slower than memcpy.
  */
-function isCount(x: number): boolean {
-  return Number.isSafeInteger(x) && x >= 0;
-}
-
 export function copyBytes(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt = 0, length = src.length - srcAt): void {
   // No array or closure here: this runs per block cached, and its garbage was measurable.
   const ok = isCount(dstAt) && isCount(srcAt) && isCount(length) && srcAt + length <= src.length && dstAt + length <= dst.length;

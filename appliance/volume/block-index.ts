@@ -30,8 +30,9 @@ export class BlockIndex {
     const keys = this.#keys;
     for (let i = this.#slot(address); ; i = (i + 1) & this.#mask) {
       const k = keys[i]!;
-      if (k === address) return this.#values[i]!;
+      // Empty first: a lookup of the sentinel itself must not match a free slot.
       if (k === empty) return -1;
+      if (k === address) return this.#values[i]!;
     }
   }
 
@@ -58,8 +59,8 @@ export class BlockIndex {
     let i = this.#slot(address);
     for (;;) {
       const k = keys[i]!;
-      if (k === address) break;
       if (k === empty) return false;
+      if (k === address) break;
       i = (i + 1) & mask;
     }
     // Backward shift: pull later members of the probe run into the hole when the hole lies on their
@@ -67,7 +68,8 @@ export class BlockIndex {
     let hole = i;
     for (let j = (i + 1) & mask; keys[j] !== empty; j = (j + 1) & mask) {
       const home = this.#slot(keys[j]!);
-      // Distance travelled from home to j, versus from home to the hole (both modulo the table).
+      // It moves unless its home lies cyclically in (hole, j]: then a probe from home never passes
+      // the hole, and the key must stay where it is (distances taken modulo the table).
       if (((j - home) & mask) >= ((j - hole) & mask)) {
         keys[hole] = keys[j]!;
         this.#values[hole] = this.#values[j]!;

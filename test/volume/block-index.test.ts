@@ -62,6 +62,10 @@ test('the block index empties and refills, and refuses keys and values it cannot
   t.is(index.get(4), -1);
   t.is(index.get(5), 10);
   t.false(index.delete(4), 'deleting an absent key says so');
+  t.is(index.get(-1), -1, 'the empty-slot sentinel is never found');
+  t.false(index.has(-1));
+  t.false(index.delete(-1));
+  t.is(index.size, 5000);
   index.clear();
   t.is(index.size, 0);
   t.is(index.get(5), -1);
