@@ -38,9 +38,11 @@ const sourceChunkBytes = 16 * 1024 * 1024;
 /**
  * Every server first takes this much written with nbdcopy, unmeasured, as fio's ramp_time does for
  * its jobs: a long-running server is measured, not its first seconds (stripvault's JIT compiles its
- * write path then — measured: 288 MB/s cold against 350 warm on the same build).
+ * write path then — measured: 288 MB/s cold against 350 warm on the same build). 256 MiB was not
+ * enough: the first GiB after it still saw 165 optimising compilations and 21 deoptimisations, at
+ * 312 MB/s, against 50 and 8, at 358 MB/s, in the GiB after that (node --trace-opt --trace-deopt).
  */
-const warmUpBytes = 256 * 1024 * 1024;
+const warmUpBytes = 1024 * 1024 * 1024;
 const quickWarmUpBytes = 64 * 1024 * 1024;
 const quickCopyBytes = 256 * 1024 * 1024;
 const fioSecondsFull = 12;
