@@ -45,7 +45,7 @@
  * No plaintext and no key is ever in this file: only what the strips themselves will hold.
  */
 import { hash } from 'node:crypto';
-import { ErrorCode, fail } from '../errors.ts';
+import { ErrorCode, assert, fail } from '../errors.ts';
 
 export const owlFormatVersion = 1;
 export const owlSuperBytes = 4096;
@@ -133,18 +133,34 @@ export function decodeOwlSuperblock(buf: Buffer): OwlSuperblock | null {
   return s;
 }
 
+/**
+ * A safe integer as 8 big-endian bytes, without a BigInt: one header is encoded per journal record,
+ * and the BigInts, the zero-filled buffer of its own and the closure it used to make were a
+ * measurable share of a 4 KiB random write's allocation.
+ */
+function writeU64(buf: Buffer, v: number, at: number): void {
+  assert(Number.isSafeInteger(v) && v >= 0, 'OWL header field is a non-negative safe integer');
+  buf.writeUInt32BE(Math.floor(v / 4294967296), at);
+  buf.writeUInt32BE(v >>> 0, at + 4);
+}
+
 export function encodeOwlRecordHeader(h: OwlRecordHeader): Buffer {
-  const buf = Buffer.alloc(owlRecordHeaderBytes);
+  // From Node's shared pool, so every byte is written or cleared below.
+  assert(h.volumeId.length === 16, 'OWL header volume id');
+  const buf = Buffer.allocUnsafe(owlRecordHeaderBytes);
   recordMagic.copy(buf, 0);
-  buf.writeBigUInt64BE(BigInt(h.seq), 8);
+  writeU64(buf, h.seq, 8);
   h.volumeId.copy(buf, 16);
-  buf.writeBigUInt64BE(BigInt(h.first), 32);
+  writeU64(buf, h.first, 32);
   buf.writeUInt32BE(h.count, 40);
   buf.writeUInt32BE(h.epoch, 44);
-  buf.writeBigUInt64BE(BigInt(h.generation), 48);
-  buf.writeUInt32BE(h.targets.reduce((acc, t) => (acc | (1 << t)) >>> 0, 0), 56);
+  writeU64(buf, h.generation, 48);
+  let mask = 0;
+  for (const t of h.targets) mask = (mask | (1 << t)) >>> 0;
+  buf.writeUInt32BE(mask, 56);
   buf.writeUInt32BE(h.slotBytes, 60);
   buf.writeUInt32BE(h.payloadBytes, 64);
+  buf.fill(0, 68, recordChecksumOffset);
   sha256(buf.subarray(0, recordChecksumOffset)).copy(buf, recordChecksumOffset);
   return buf;
 }

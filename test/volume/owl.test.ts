@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { writevSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -52,6 +52,42 @@ test('superblock and record header round-trip; damaged bytes are not mistaken fo
   t.is(decodeOwlRecordHeader(rh.subarray(0, 100)), null);
   // An intact checksum over inconsistent fields is a writer's bug: refused loudly, never replayed.
   t.throws(() => decodeOwlRecordHeader(encodeOwlRecordHeader({ ...h, payloadBytes: 901 })), { code: ErrorCode.OwlCorrupt } as never);
+});
+
+test('record headers are byte for byte the version-1 layout, large fields included, whatever the buffer pool held', (t) => {
+  // The layout as first written (BigInt fields, a zeroed buffer of its own), kept here as the reference.
+  const reference = (h: Parameters<typeof encodeOwlRecordHeader>[0]): Buffer => {
+    const buf = Buffer.alloc(owlRecordHeaderBytes);
+    Buffer.from('SVOWLRC\0', 'latin1').copy(buf, 0);
+    buf.writeBigUInt64BE(BigInt(h.seq), 8);
+    h.volumeId.copy(buf, 16);
+    buf.writeBigUInt64BE(BigInt(h.first), 32);
+    buf.writeUInt32BE(h.count, 40);
+    buf.writeUInt32BE(h.epoch, 44);
+    buf.writeBigUInt64BE(BigInt(h.generation), 48);
+    buf.writeUInt32BE(h.targets.reduce((acc, x) => (acc | (1 << x)) >>> 0, 0), 56);
+    buf.writeUInt32BE(h.slotBytes, 60);
+    buf.writeUInt32BE(h.payloadBytes, 64);
+    createHash('sha256').update(buf.subarray(0, 96)).digest().copy(buf, 96);
+    return buf;
+  };
+  const big = Number.MAX_SAFE_INTEGER;
+  const cases = [
+    { seq: 1, first: 0, generation: 1, targets: [0, 1, 2] },
+    { seq: 2 ** 32, first: 2 ** 32 - 1, generation: 2 ** 32 + 5, targets: [31] },
+    { seq: big, first: big - 7, generation: big, targets: [0, 31] },
+  ];
+  for (const c of cases) {
+    // Junk in Node's shared pool first: the encoder must write or clear every byte it returns.
+    for (let i = 0; i < 40; i++) Buffer.allocUnsafe(128).fill(0xa5);
+    const h = { ...c, volumeId: vid, count: 2, epoch: 7, slotBytes: 64, payloadBytes: c.targets.length * 2 * 64 };
+    const got = encodeOwlRecordHeader(h);
+    t.true(got.equals(reference(h)), `seq ${c.seq}`);
+    t.deepEqual(decodeOwlRecordHeader(got), h);
+  }
+  for (const bad of [-1, 0.5, 2 ** 53]) {
+    t.throws(() => encodeOwlRecordHeader({ seq: bad, volumeId: vid, first: 0, count: 1, epoch: 1, generation: 1, targets: [0], slotBytes: 64, payloadBytes: 64 }), undefined, `seq ${bad}`);
+  }
 });
 
 test('appended records survive a crash (no retire) in order; retired ones do not come back', async (t) => {
