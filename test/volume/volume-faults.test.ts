@@ -10,7 +10,7 @@ import { dataOffset, headerOffset } from '../../appliance/strip/layout.ts';
 import { decodeSlot } from '../../appliance/strip/slot.ts';
 import { Strip } from '../../appliance/strip/strip.ts';
 import { Volume, stripBytesForVolume, type VolumeHooks } from '../../appliance/volume/volume.ts';
-import { testWrapper } from '../helpers/volumes.ts';
+import { memoryVolume, testWrapper } from '../helpers/volumes.ts';
 
 const KiB = 1024;
 
@@ -145,4 +145,19 @@ test('close waits for in-flight requests, then refuses new ones; nothing is mark
   await t.notThrowsAsync(pending);
   await t.throwsAsync(volume.write(0, fill(6)), { code: ErrorCode.VolumeClosed } as never);
   for (let i = 0; i < 3; i++) t.is((await Strip.load({ device: devs[i]!, base: 0 }, [w])).header.body.staleStrips, 0);
+});
+
+test('a partial-block write that fails (fewer than M strips take it) is an error to its caller and nothing else: no unhandled rejection', async (t) => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  const f = await memoryVolume({ m: 2, n: 3, sizeBytes: 1 << 20 });
+  await f.volume.write(0, Buffer.alloc(8192, 1));
+  for (const i of [1, 2]) f.volume.stripAt(i)!.writeSlots = async () => Promise.reject(new Error('EIO (injected)'));
+  // Unaligned, so it goes through the read-modify-write path, which waits only for the write to be done.
+  await t.throwsAsync(f.volume.write(512, Buffer.alloc(100, 2)), { code: ErrorCode.VolumeUnavailable } as never);
+  await t.throwsAsync(f.volume.writeZeroes(4096 + 7, 9), { code: ErrorCode.VolumeUnavailable } as never);
+  await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(unhandled, [], 'Node ends a process on an unhandled rejection: a failed write must not leave one');
 });
