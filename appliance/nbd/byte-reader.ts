@@ -57,6 +57,19 @@ export class ByteReader {
     });
   }
 
+  /**
+   * As read(), when the bytes are already here: the frame now, without a promise; undefined when
+   * they are not (then read() waits for them). Nothing is consumed on undefined.
+   */
+  readNow(bytes: number, into?: (bytes: number) => Buffer): Buffer | undefined {
+    assert(this.#pending === undefined, 'ByteReader: one read at a time');
+    assert(Number.isSafeInteger(bytes) && bytes >= 0, 'ByteReader: byte count must be a non-negative integer');
+    if (this.#buffered < bytes) return undefined;
+    const b = this.#take(bytes, into);
+    this.#flow();
+    return b;
+  }
+
   /** Fails the pending read (if any) and every later one: the session is done with this stream. */
   stop(reason: string): void {
     this.#close(reason, false);

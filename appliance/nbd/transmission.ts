@@ -47,6 +47,8 @@ import { send } from './wire.ts';
 type Result = { kind: 'none' } | { kind: 'data'; data: Buffer } | { kind: 'extents'; extents: Extent[] };
 
 const none: Result = { kind: 'none' };
+/** Where a large WRITE payload is read to (one function, not a closure per request). */
+const takeShared = (n: number): Buffer => sharedBuffers.take(n);
 
 export class Transmission {
   readonly #socket: Duplex;
@@ -104,10 +106,12 @@ export class Transmission {
   }
 
   async #readLoop(): Promise<string> {
+    // Each step is tried without a promise first (readNow, hasSlot, tryAcquire): at a deep queue the
+    // requests are usually buffered and within budget, and four promises per request were garbage.
     for (;;) {
-      await this.#budget.slot();
+      if (!this.#budget.hasSlot()) await this.#budget.slot();
       if (this.#stopped) return 'server shutting down';
-      const req = decodeRequest(await this.#reader.read(requestHeaderBytes));
+      const req = decodeRequest(this.#reader.readNow(requestHeaderBytes) ?? (await this.#reader.read(requestHeaderBytes)));
       // DISC: answer what is in flight (run() waits for it), read nothing more
       if (req.type === Command.Disc) return 'client disconnected';
       if (req.type === Command.Write && req.length > requestBytesMax) {
@@ -115,13 +119,16 @@ export class Transmission {
         fail(ErrorCode.NbdProtocol, `WRITE of ${req.length} bytes exceeds ${requestBytesMax}`);
       }
       const bytes = req.type === Command.Write || req.type === Command.Read ? Math.min(req.length, requestBytesMax) : 0;
-      await this.#budget.acquire(bytes);
+      if (!this.#budget.tryAcquire(bytes)) await this.#budget.acquire(bytes);
       let payload: Buffer | undefined;
       // A large payload goes straight into reusable shared memory: the seal workers read it where
       // it is, and it is given back once the write is answered (the volume is done with it then).
       const pooled = req.type === Command.Write && req.length >= sharedPayloadBytesMin;
       try {
-        if (req.type === Command.Write) payload = await this.#reader.read(req.length, pooled ? (n) => sharedBuffers.take(n) : undefined);
+        if (req.type === Command.Write) {
+          const into = pooled ? takeShared : undefined;
+          payload = this.#reader.readNow(req.length, into) ?? (await this.#reader.read(req.length, into));
+        }
       } catch (e) {
         this.#budget.release(bytes);
         throw e;

@@ -96,3 +96,26 @@ test('a read into a destination fills exactly the buffer it makes, whether the b
   t.is((await r.read(2)).toString(), 'mn', 'what is left is read as before');
   t.is((await r.read(0, into)).length, 0);
 });
+
+test('readNow takes a frame that is already here, and takes nothing when it is not', async (t) => {
+  const s = new PassThrough();
+  const r = new ByteReader(s, 1024);
+  t.is(r.readNow(1), undefined, 'nothing buffered yet');
+  s.write(Buffer.from([1, 2, 3]));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.is(r.readNow(4), undefined, 'three bytes are not a four-byte frame');
+  t.is(r.bufferedBytes, 3, 'and none were consumed');
+  let made = 0;
+  const into = (n: number): Buffer => (made++, Buffer.alloc(n));
+  t.deepEqual([...r.readNow(2, into)!], [1, 2]);
+  t.is(made, 1, 'the destination is made only for a frame that is here');
+  t.is(r.readNow(2, into), undefined);
+  t.is(made, 1);
+  const later = r.read(2);
+  s.write(Buffer.from([4]));
+  t.deepEqual([...(await later)], [3, 4], 'read() picks up where readNow left off');
+  t.is(r.readNow(0)!.length, 0);
+  r.stop('done');
+  t.is(r.readNow(1), undefined);
+  await t.throwsAsync(r.read(1), { code: ErrorCode.NbdConnectionClosed } as never);
+});
