@@ -12,7 +12,7 @@
  *
  * STRIPVAULT_NATIVE_SEAL=0 forces the JavaScript engine (for comparison, or if the addon is suspect).
  */
-import { randomFillSync } from 'node:crypto';
+import { hash, randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -32,9 +32,13 @@ interface Addon {
   seal(o: object): void;
   open(o: object): void;
   copy(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt: number, length: number): void;
+  sha256Into(src: Uint8Array, srcAt: number, length: number, dst: Uint8Array, dstAt: number): void;
 }
 
+const addonFunctions = ['seal', 'open', 'copy', 'sha256Into'] as const;
+
 const aontKeyBytes = 32;
+const sha256Bytes = 32;
 const sessionKeyBytes = 32;
 const volumeIdBytes = 16;
 /** Key slots a share can name (one byte in the slot metadata). */
@@ -46,7 +50,11 @@ function load(): { addon: Addon | null; why: string } {
   if (process.env.STRIPVAULT_NATIVE_SEAL === '0') return { addon: null, why: 'disabled by STRIPVAULT_NATIVE_SEAL=0' };
   if (!existsSync(addonPath)) return { addon: null, why: `not built (${addonPath} missing; run npm run build:native)` };
   try {
-    return { addon: createRequire(import.meta.url)(addonPath) as Addon, why: 'loaded' };
+    const a = createRequire(import.meta.url)(addonPath) as Partial<Addon>;
+    // A build left over from an older checkout lacks newer entry points: off as a whole, not half-used.
+    const missing = addonFunctions.filter((f) => typeof a[f] !== 'function');
+    if (missing.length > 0) return { addon: null, why: `stale build (no ${missing.join(', ')}; run npm run build:native)` };
+    return { addon: a as Addon, why: 'loaded' };
   } catch (e) {
     return { addon: null, why: `failed to load: ${(e as Error).message}` };
   }
@@ -75,6 +83,17 @@ export function copyBytes(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt
   if (!ok) throw new RangeError(`copyBytes: ${length} bytes from ${srcAt} of ${src.length} to ${dstAt} of ${dst.length}`);
   if (addon !== null && length >= nativeCopyBytesMin && (dst.buffer instanceof SharedArrayBuffer || src.buffer instanceof SharedArrayBuffer)) addon.copy(dst, dstAt, src, srcAt, length);
   else dst.set(srcAt === 0 && length === src.length ? src : src.subarray(srcAt, srcAt + length), dstAt);
+}
+
+/**
+ * SHA-256 of src[srcAt, srcAt + length) written into dst at dstAt. Natively when the addon is
+ * loaded (a small digest per journal record: node:crypto's one-shot costs several times the hash).
+ */
+export function sha256Into(src: Uint8Array, srcAt: number, length: number, dst: Uint8Array, dstAt: number): void {
+  const ok = isCount(srcAt) && isCount(length) && isCount(dstAt) && srcAt + length <= src.length && dstAt + sha256Bytes <= dst.length;
+  if (!ok) throw new RangeError(`sha256Into: ${length} bytes from ${srcAt} of ${src.length} to ${dstAt} of ${dst.length}`);
+  if (addon !== null) addon.sha256Into(src, srcAt, length, dst, dstAt);
+  else dst.set(hash('sha256', src.subarray(srcAt, srcAt + length), 'buffer'), dstAt);
 }
 
 const parities = new Map<string, Uint8Array>();

@@ -46,6 +46,7 @@
  */
 import { hash } from 'node:crypto';
 import { ErrorCode, assert, fail } from '../errors.ts';
+import { sha256Into } from '../split/native-seal.ts';
 
 export const owlFormatVersion = 1;
 export const owlSuperBytes = 4096;
@@ -161,7 +162,7 @@ export function encodeOwlRecordHeader(h: OwlRecordHeader): Buffer {
   buf.writeUInt32BE(h.slotBytes, 60);
   buf.writeUInt32BE(h.payloadBytes, 64);
   buf.fill(0, 68, recordChecksumOffset);
-  sha256(buf.subarray(0, recordChecksumOffset)).copy(buf, recordChecksumOffset);
+  sha256Into(buf, 0, recordChecksumOffset, buf, recordChecksumOffset);
   return buf;
 }
 
