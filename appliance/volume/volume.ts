@@ -347,10 +347,11 @@ export class Volume {
       run: (items) => this.writeGroup(items),
       weight: (item) => owlRecordBytes(item.count * blockJournalBytes),
       weightMax: Math.min(blocksPerIoMax * blockJournalBytes, owl === null ? Infinity : Math.floor(owl.ringBytes * owlGroupRingFractionMax)),
-      // A turn that can be sealed here whole stays one group: split across "workers" it would still
-      // be sealed on this thread, only in two calls with two journal runs and two strip-write jobs
-      // (randwrite 4k qd32: +3.5 %, 4 ABBA rounds).
-      weightMin: sealInlineBlocksMax * owlRecordBytes(blockJournalBytes),
+      // With the native seal, a turn of up to sealInlineBlocksMax one-block writes stays one group:
+      // split "for the workers" it would still be sealed on this thread, only in two calls with two
+      // journal runs and two strip-write jobs (randwrite 4k qd32: +3.5 %, 4 ABBA rounds). Without
+      // it every group goes to a worker, and splitting a turn keeps them all busy.
+      weightMin: nativeSeal.available ? sealInlineBlocksMax * owlRecordBytes(blockJournalBytes) : blocksPerMessageMin * blockJournalBytes,
       parallelism: () => this.runner.parallelism,
     });
     owl?.onFull(() => this.retireOwl());

@@ -1,8 +1,8 @@
 /**
  * sha256Into (native-seal.ts): the journal record header's checksum, natively when the addon is
  * loaded. It must write exactly node:crypto's digest at the given offset, also when source and
- * destination overlap (the header hashes its own first bytes into its tail), touch nothing else,
- * and refuse ranges outside either array — the raw addon as well as the wrapper.
+ * destination are one buffer, touch nothing else, and refuse ranges outside either array — the raw
+ * addon as well as the wrapper.
  */
 import test from 'ava';
 import { createRequire } from 'node:module';
@@ -30,7 +30,7 @@ test('sha256Into writes node:crypto’s SHA-256 of the range at the offset, and 
   t.deepEqual(failures, []);
 });
 
-test('sha256Into hashes the bytes as they were before it writes, where the digest overlaps them', (t) => {
+test('sha256Into with the digest landing inside the hashed range (as a record header does) digests the original bytes', (t) => {
   const buf = randomBytes(128);
   const want = Buffer.from(buf);
   want.set(hash('sha256', buf.subarray(0, 96), 'buffer'), 64);
