@@ -76,10 +76,21 @@ export interface OwlUsage {
  */
 export const owlRetireEarlyFraction = 0.5;
 /**
- * Journal groups being written at once (each a writev on the thread pool). Their syncs are shared:
- * one fdatasync covers every group written before it began (see #syncAfterNow).
+ * Journal groups being written at once (each a writev). Their syncs are shared: one fdatasync
+ * covers every group written before it began (see #syncAfterNow). A group counts until its writev
+ * returns, not until its sync: a slow fdatasync must not hold back the writes (and the
+ * acknowledgements) of the groups behind it — when it did, every sync's latency became NBD latency.
  */
 export const owlGroupsInFlightMax = 8;
+/**
+ * Least time between the starts of two journal fdatasyncs while nobody waits for durability.
+ * Each sync walks the file's dirty pages; at 4 KiB random writes, qd32, syncs back to back (~570 a
+ * second) were about a tenth of the machine's CPU (perf, Linux ext4); spacing them by 5 ms, with
+ * the change above, gave +6 % IOPS (4 ABBA rounds; 10 and 20 ms were far worse while groups still
+ * waited for syncs). Acknowledgements never wait for a sync. Whoever waits for one — a FLUSH or FUA
+ * write, close, a full ring, a request for blocks still being written — cuts the wait short (hurry()).
+ */
+export const owlSyncIntervalMinMs = 5;
 /**
  * A journal run up to this size is written from the event loop itself (writevSync), larger ones on
  * the thread pool. A small run is a memory copy into the page cache; handing it to a pool thread
@@ -113,6 +124,8 @@ export interface OwlOptions {
   readonly loopWriteBytesMax?: number;
   /** The synchronous writev used for them (tests inject failures here). */
   readonly writevSync?: typeof writevSync;
+  /** Least milliseconds between journal syncs' starts unless hurried (default owlSyncIntervalMinMs). */
+  readonly syncIntervalMinMs?: number;
 }
 
 /** The largest record a volume of this shape can need (one block on every strip), to size the ring. */
@@ -151,6 +164,13 @@ export class Owl {
   /** The newest group in flight (it settles after every earlier one), or null. */
   #writing: Promise<void> | null = null;
   #groups = 0;
+  readonly #syncIntervalMinMs: number;
+  /** When the last journal sync began (performance.now()), for owlSyncIntervalMinMs. */
+  #lastSyncStart = Number.NEGATIVE_INFINITY;
+  /** hurry() was called since the last sync began: the next one does not wait. */
+  #hurried = false;
+  /** Ends the current wait between syncs early, while there is one. */
+  #cutGap: (() => void) | null = null;
   /** True once every group started so far is in the file (false for ever after one failed). */
   #inFile: Promise<boolean> = Promise.resolve(true);
   /** The fdatasync under way (or the last one), and the one queued to start after it. */
@@ -172,6 +192,8 @@ export class Owl {
     this.#loopWriteBytesMax = opts.loopWriteBytesMax ?? owlLoopWriteBytesMax;
     assert(Number.isSafeInteger(this.#loopWriteBytesMax) && this.#loopWriteBytesMax >= 0, 'OWL loop write limit');
     this.#writevSync = opts.writevSync ?? writevSync;
+    this.#syncIntervalMinMs = opts.syncIntervalMinMs ?? owlSyncIntervalMinMs;
+    assert(Number.isFinite(this.#syncIntervalMinMs) && this.#syncIntervalMinMs >= 0, 'OWL sync interval');
     this.volumeId = sb.volumeId;
     this.ringBytes = sb.ringBytes;
     this.#counter = sb.counter;
@@ -410,6 +432,7 @@ export class Owl {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.hurry();
     await this.#admission;
     // Appends already admitted are journaled now, not at a next turn that finds the file closed.
     this.#startGroups();
@@ -433,6 +456,8 @@ export class Owl {
     assert(recordBytes * owlRingRecordsMin <= this.ringBytes, 'OWL ring too small for its records');
     while (!this.#fits(recordBytes)) {
       this.#check();
+      // Room comes from retiring entries, which must be journaled first: no spacing of syncs now.
+      this.hurry();
       const woken = new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
       // Entries still being written cannot be retired yet; their completion wakes us to try again.
       const oldest = this.#live[0]?.state;
@@ -520,10 +545,13 @@ export class Owl {
         }
       })();
       this.#writing = settled;
-      void settled.finally(() => {
+      // The slot is free once the writev has returned (see owlGroupsInFlightMax).
+      void wrote.then(noop, noop).then(() => {
         this.#groups--;
-        if (this.#writing === settled) this.#writing = null;
         if (this.#queue.length > 0) this.#startGroups();
+      });
+      void settled.finally(() => {
+        if (this.#writing === settled) this.#writing = null;
       });
     }
   }
@@ -565,14 +593,41 @@ export class Owl {
     if (this.#nextSync === null) {
       const next: Promise<void> = this.#runningSync
         .catch(() => undefined)
+        .then(() => this.#spaced())
         .then(() => {
           this.#nextSync = null;
+          this.#hurried = false;
+          this.#lastSyncStart = performance.now();
           this.#runningSync = this.#fh.datasync();
           return this.#runningSync;
         });
       this.#nextSync = next;
     }
     return this.#nextSync;
+  }
+
+  /** Resolves once owlSyncIntervalMinMs has passed since the last sync began, or at once if hurried. */
+  #spaced(): Promise<void> | undefined {
+    const wait = this.#lastSyncStart + this.#syncIntervalMinMs - performance.now();
+    if (this.#hurried || wait <= 0) return undefined;
+    return new Promise<void>((resolve) => {
+      const go = (): void => {
+        clearTimeout(timer);
+        this.#cutGap = null;
+        resolve();
+      };
+      const timer = setTimeout(go, wait);
+      this.#cutGap = go;
+    });
+  }
+
+  /**
+   * Someone waits for durability (a FLUSH, a FUA write, close): the next journal sync starts as
+   * soon as the running one (if any) ends, without waiting out owlSyncIntervalMinMs.
+   */
+  hurry(): void {
+    this.#hurried = true;
+    this.#cutGap?.();
   }
 
   #writeSuper(retired: number, tail: number): Promise<void> {
@@ -663,3 +718,5 @@ async function scanChain(fh: FileHandle, sb: OwlSuperblock): Promise<{ records: 
   }
   return { records, head: pos };
 }
+
+function noop(): void {}

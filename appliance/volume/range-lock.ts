@@ -21,12 +21,18 @@ export class RangeLock {
   /** Granted and waiting requests, in arrival order. */
   private readonly queue: Request[] = [];
 
+  /** `onWait` is told whenever a request has to wait for an earlier one (e.g. to hurry that one along). */
+  constructor(private readonly onWait: () => void = () => undefined) {}
+
   /** Locks blocks [first, last]; resolves to the release function. */
   async acquire(first: number, last: number, mode: LockMode): Promise<() => void> {
     const req: Request = { first, last, mode, granted: false };
     this.queue.push(req);
     if (!this.blocked(req)) req.granted = true;
-    else await new Promise<void>((resolve) => (req.grant = resolve));
+    else {
+      this.onWait();
+      await new Promise<void>((resolve) => (req.grant = resolve));
+    }
     let released = false;
     return () => {
       if (released) return;

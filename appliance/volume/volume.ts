@@ -251,7 +251,12 @@ export class Volume {
   epoch: number;
   private readonly members: Member[];
   private readonly ledger: GenerationLedger;
-  private readonly lock = new RangeLock();
+  /**
+   * A write holds its blocks until its shares are on the strips, which is after the journal's next
+   * sync: a request that has to wait for one (a read or an overwrite of the same blocks, close)
+   * starts that sync now instead of after owlSyncIntervalMinMs.
+   */
+  private readonly lock = new RangeLock(() => this.owl?.hurry());
   private readonly hooks: VolumeHooks;
   private readonly runner: SplitRunner;
   private readonly ioTimeoutMs: number;
@@ -876,6 +881,8 @@ export class Volume {
    * flush()); throws if one could not.
    */
   async settleAcknowledged(): Promise<void> {
+    // Those writes reach their strips only after the journal's next sync: no waiting out its spacing.
+    this.owl?.hurry();
     if (this.afterAck.size > 0) await Promise.all([...this.afterAck]);
     if (this.lateFailure !== null) throw this.lateFailure;
   }

@@ -1,0 +1,95 @@
+/**
+ * The journal's syncs are spaced (owlSyncIntervalMinMs) and a group's slot is free once its writev
+ * returns: records are written — and writes acknowledged — without waiting for any sync, while
+ * whoever waits for durability (flush, FUA, close, a full ring) cuts the spacing short with hurry().
+ * An interval of a minute stands for "never on its own": what must happen does so long before it.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import test from 'ava';
+import { Owl, owlGroupsInFlightMax, type OwlAppend } from '../../appliance/volume/owl.ts';
+import { owlVolume, owlVolumeBlockBytes } from '../helpers/owl-volume.ts';
+import { withTempDir } from '../helpers/volumes.ts';
+
+const vid = randomBytes(16);
+const never = 60_000;
+
+function record(i: number): OwlAppend {
+  const slotBytes = 512;
+  return { first: i, count: 1, epoch: 1, generation: 100 + i, targets: [0, 1, 2], slotBytes, shares: [0, 1, 2].map((t) => Buffer.alloc(slotBytes, (i + t) & 0xff)) };
+}
+
+test('records are written at once but journaled only at the next sync, which waits out the interval unless hurried', async (t) => {
+  await withTempDir(async (dir) => {
+    const owl = await Owl.create(join(dir, 'v.owl'), vid, 1 << 20, { syncIntervalMinMs: never });
+    t.teardown(() => owl.close());
+    // The first sync has nothing before it to be spaced from.
+    await owl.append(record(0));
+    let written = false;
+    let journaled = false;
+    const second = owl.append(record(1), { written: () => (written = true) }).then((e) => ((journaled = true), e));
+    await sleep(300);
+    t.true(written, 'the record is in the file (its write acknowledged) without a sync');
+    t.false(journaled, 'it is not journaled before the next sync, which is being spaced');
+    owl.hurry();
+    const entry = await second;
+    t.true(journaled && entry.state === 'journaled', 'hurry() starts the sync without waiting out the interval');
+  });
+});
+
+test('more groups than owlGroupsInFlightMax are written while their sync is held back', async (t) => {
+  await withTempDir(async (dir) => {
+    const owl = await Owl.create(join(dir, 'v.owl'), vid, 1 << 20, { syncIntervalMinMs: never });
+    t.teardown(() => owl.close());
+    await owl.append(record(0));
+    const groups = owlGroupsInFlightMax + 4;
+    let written = 0;
+    const pending: Promise<unknown>[] = [];
+    for (let i = 1; i <= groups; i++) {
+      pending.push(owl.append(record(i), { written: () => written++ }));
+      // One group per turn of the event loop.
+      await nextTurn();
+      await nextTurn();
+    }
+    await sleep(200);
+    t.is(written, groups, 'every group was written (and could be acknowledged) with no sync since the first');
+    owl.hurry();
+    await Promise.all(pending);
+  });
+});
+
+/** Whether `p` settles well before the interval would have let it (a third of a minute). */
+async function prompt(p: Promise<unknown>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), never / 3)));
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('a flush, a read or overwrite of blocks just written, and a close do not wait out the journal sync interval', async (t) => {
+  const { volume, reopen } = await owlVolume(t, randomUUID(), { syncIntervalMinMs: never });
+  const data = randomBytes(8 * owlVolumeBlockBytes);
+  await volume.write(0, data);
+  const more = randomBytes(4 * owlVolumeBlockBytes);
+  // This write's record is synced only when someone asks for durability.
+  await volume.write(32 * owlVolumeBlockBytes, more);
+  t.true(await prompt(volume.flush()), 'flush hurries the sync');
+  // A write holds its blocks until its shares are out, i.e. until the sync after it.
+  await volume.write(64 * owlVolumeBlockBytes, more);
+  t.true(await prompt(volume.read(64 * owlVolumeBlockBytes, more.length)), 'a read of the blocks hurries the sync');
+  await volume.write(96 * owlVolumeBlockBytes, more);
+  t.true(await prompt(volume.write(96 * owlVolumeBlockBytes, data.subarray(0, more.length))), 'an overwrite hurries the sync');
+  await volume.write(128 * owlVolumeBlockBytes, data);
+  t.true(await prompt(volume.close()), 'close hurries the sync');
+  const again = await reopen();
+  t.teardown(() => again.close());
+  t.true((await again.read(0, data.length)).equals(data));
+  t.true((await again.read(32 * owlVolumeBlockBytes, more.length)).equals(more));
+  t.true((await again.read(64 * owlVolumeBlockBytes, more.length)).equals(more));
+  t.true((await again.read(96 * owlVolumeBlockBytes, more.length)).equals(data.subarray(0, more.length)));
+  t.true((await again.read(128 * owlVolumeBlockBytes, data.length)).equals(data));
+});
