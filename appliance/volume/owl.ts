@@ -88,7 +88,8 @@ export const owlGroupsInFlightMax = 8;
  * second) were about a tenth of the machine's CPU (perf, Linux ext4); spacing them by 5 ms, with
  * the change above, gave +6 % IOPS (4 ABBA rounds; 10 and 20 ms were far worse while groups still
  * waited for syncs). Acknowledgements never wait for a sync. Whoever waits for one — a FLUSH or FUA
- * write, close, a full ring, a request for blocks still being written — cuts the wait short (hurry()).
+ * write, close, a full ring, a request for blocks still being written, a partial-block, zeroing or
+ * scrub write that waits for its strips — turns the spacing off while it waits (urge(), hurry()).
  */
 export const owlSyncIntervalMinMs = 5;
 /**
@@ -169,6 +170,8 @@ export class Owl {
   #lastSyncStart = Number.NEGATIVE_INFINITY;
   /** hurry() was called since the last sync began: the next one does not wait. */
   #hurried = false;
+  /** Callers of urge() still waiting for durability: while any are, syncs are not spaced at all. */
+  #urgent = 0;
   /** Ends the current wait between syncs early, while there is one. */
   #cutGap: (() => void) | null = null;
   /** True once every group started so far is in the file (false for ever after one failed). */
@@ -454,10 +457,19 @@ export class Owl {
 
   async #waitForRoom(recordBytes: number): Promise<void> {
     assert(recordBytes * owlRingRecordsMin <= this.ringBytes, 'OWL ring too small for its records');
+    if (this.#fits(recordBytes)) return;
+    // Room comes from retiring entries, which must be journaled first: no spacing of syncs meanwhile.
+    const calm = this.urge();
+    try {
+      await this.#waitForRoomUrged(recordBytes);
+    } finally {
+      calm();
+    }
+  }
+
+  async #waitForRoomUrged(recordBytes: number): Promise<void> {
     while (!this.#fits(recordBytes)) {
       this.#check();
-      // Room comes from retiring entries, which must be journaled first: no spacing of syncs now.
-      this.hurry();
       const woken = new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
       // Entries still being written cannot be retired yet; their completion wakes us to try again.
       const oldest = this.#live[0]?.state;
@@ -609,7 +621,7 @@ export class Owl {
   /** Resolves once owlSyncIntervalMinMs has passed since the last sync began, or at once if hurried. */
   #spaced(): Promise<void> | undefined {
     const wait = this.#lastSyncStart + this.#syncIntervalMinMs - performance.now();
-    if (this.#hurried || wait <= 0) return undefined;
+    if (this.#hurried || this.#urgent > 0 || this.#closed || wait <= 0) return undefined;
     return new Promise<void>((resolve) => {
       const go = (): void => {
         clearTimeout(timer);
@@ -628,6 +640,22 @@ export class Owl {
   hurry(): void {
     this.#hurried = true;
     this.#cutGap?.();
+  }
+
+  /**
+   * As hurry(), for as long as the caller waits (until it calls the function returned): every sync
+   * meanwhile starts without spacing. A one-shot hurry can be used up by a sync that began before
+   * the caller's record was in the file, and a chain of waiters would pay the spacing per link.
+   */
+  urge(): () => void {
+    this.#urgent++;
+    this.hurry();
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#urgent--;
+    };
   }
 
   #writeSuper(retired: number, tail: number): Promise<void> {

@@ -21,8 +21,11 @@ export class RangeLock {
   /** Granted and waiting requests, in arrival order. */
   private readonly queue: Request[] = [];
 
-  /** `onWait` is told whenever a request has to wait for an earlier one (e.g. to hurry that one along). */
-  constructor(private readonly onWait: () => void = () => undefined) {}
+  /**
+   * `onWait` is told when a request has to wait for an earlier one (e.g. to hurry that one along);
+   * the function it returns, if any, is called once the request is granted.
+   */
+  constructor(private readonly onWait: () => (() => void) | undefined = () => undefined) {}
 
   /** Locks blocks [first, last]; resolves to the release function. */
   async acquire(first: number, last: number, mode: LockMode): Promise<() => void> {
@@ -30,8 +33,9 @@ export class RangeLock {
     this.queue.push(req);
     if (!this.blocked(req)) req.granted = true;
     else {
-      this.onWait();
+      const granted = this.onWait();
       await new Promise<void>((resolve) => (req.grant = resolve));
+      granted?.();
     }
     let released = false;
     return () => {

@@ -253,10 +253,10 @@ export class Volume {
   private readonly ledger: GenerationLedger;
   /**
    * A write holds its blocks until its shares are on the strips, which is after the journal's next
-   * sync: a request that has to wait for one (a read or an overwrite of the same blocks, close)
-   * starts that sync now instead of after owlSyncIntervalMinMs.
+   * sync: while a request waits for one (a read or an overwrite of the same blocks, close), journal
+   * syncs are not spaced by owlSyncIntervalMinMs.
    */
-  private readonly lock = new RangeLock(() => this.owl?.hurry());
+  private readonly lock = new RangeLock(() => this.owl?.urge());
   private readonly hooks: VolumeHooks;
   private readonly runner: SplitRunner;
   private readonly ioTimeoutMs: number;
@@ -881,9 +881,13 @@ export class Volume {
    * flush()); throws if one could not.
    */
   async settleAcknowledged(): Promise<void> {
-    // Those writes reach their strips only after the journal's next sync: no waiting out its spacing.
-    this.owl?.hurry();
-    if (this.afterAck.size > 0) await Promise.all([...this.afterAck]);
+    // Those writes reach their strips only after the journal's next sync: no spacing of syncs meanwhile.
+    const calm = this.owl?.urge();
+    try {
+      if (this.afterAck.size > 0) await Promise.all([...this.afterAck]);
+    } finally {
+      calm?.();
+    }
     if (this.lateFailure !== null) throw this.lateFailure;
   }
 
@@ -1013,8 +1017,15 @@ export class Volume {
     }
   }
 
+  /** Writes blocks and waits until they are on their strips (partial blocks, zeroes, scrub and re-key passes). */
   private async writeBlocks(first: number, blocks: Buffer, isZero: (i: number) => boolean): Promise<void> {
-    await this.writePieces(first, blocks, isZero).done;
+    // The strips get the shares after the journal's next sync: the caller waits for it, so no spacing.
+    const calm = this.owl?.urge();
+    try {
+      await this.writePieces(first, blocks, isZero).done;
+    } finally {
+      calm?.();
+    }
   }
 
   /**

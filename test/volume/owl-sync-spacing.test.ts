@@ -1,7 +1,8 @@
 /**
  * The journal's syncs are spaced (owlSyncIntervalMinMs) and a group's slot is free once its writev
  * returns: records are written — and writes acknowledged — without waiting for any sync, while
- * whoever waits for durability (flush, FUA, close, a full ring) cuts the spacing short with hurry().
+ * whoever waits for a sync (flush, FUA, close, a full ring, a request for blocks being written, a
+ * write that waits for its strips) turns the spacing off while it waits (urge(), hurry()).
  * An interval of a minute stands for "never on its own": what must happen does so long before it.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -70,7 +71,7 @@ async function prompt(p: Promise<unknown>): Promise<boolean> {
   }
 }
 
-test('a flush, a read or overwrite of blocks just written, and a close do not wait out the journal sync interval', async (t) => {
+test('a flush, a read or overwrite of blocks just written, partial-block and zero writes, and a close do not wait out the journal sync interval', async (t) => {
   const { volume, reopen } = await owlVolume(t, randomUUID(), { syncIntervalMinMs: never });
   const data = randomBytes(8 * owlVolumeBlockBytes);
   await volume.write(0, data);
@@ -83,6 +84,12 @@ test('a flush, a read or overwrite of blocks just written, and a close do not wa
   t.true(await prompt(volume.read(64 * owlVolumeBlockBytes, more.length)), 'a read of the blocks hurries the sync');
   await volume.write(96 * owlVolumeBlockBytes, more);
   t.true(await prompt(volume.write(96 * owlVolumeBlockBytes, data.subarray(0, more.length))), 'an overwrite hurries the sync');
+  // Writes that wait for their strips: partial blocks (read-modify-write) and zeroes.
+  t.true(await prompt(volume.write(160 * owlVolumeBlockBytes + 100, more.subarray(0, 5000))), 'an unaligned write does not wait out the interval');
+  t.true(await prompt(volume.writeZeroes(192 * owlVolumeBlockBytes, 40 * owlVolumeBlockBytes)), 'writeZeroes does not wait out the interval');
+  // A chain: each overwrite of one block waits for the one before it, sync after sync.
+  const chain = Array.from({ length: 4 }, (_, i) => volume.write(240 * owlVolumeBlockBytes, Buffer.alloc(owlVolumeBlockBytes, i + 1)));
+  t.true(await prompt(Promise.all(chain)), 'overwrites of one block, each behind the last, do not wait out the interval');
   await volume.write(128 * owlVolumeBlockBytes, data);
   t.true(await prompt(volume.close()), 'close hurries the sync');
   const again = await reopen();
@@ -92,4 +99,7 @@ test('a flush, a read or overwrite of blocks just written, and a close do not wa
   t.true((await again.read(64 * owlVolumeBlockBytes, more.length)).equals(more));
   t.true((await again.read(96 * owlVolumeBlockBytes, more.length)).equals(data.subarray(0, more.length)));
   t.true((await again.read(128 * owlVolumeBlockBytes, data.length)).equals(data));
+  t.true((await again.read(160 * owlVolumeBlockBytes + 100, 5000)).equals(more.subarray(0, 5000)));
+  t.true((await again.read(192 * owlVolumeBlockBytes, 40 * owlVolumeBlockBytes)).every((b) => b === 0));
+  t.true((await again.read(240 * owlVolumeBlockBytes, owlVolumeBlockBytes)).equals(Buffer.alloc(owlVolumeBlockBytes, 4)), 'the last overwrite wins');
 });
