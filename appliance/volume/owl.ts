@@ -634,8 +634,9 @@ export class Owl {
   }
 
   /**
-   * Someone waits for durability (a FLUSH, a FUA write, close): the next journal sync starts as
-   * soon as the running one (if any) ends, without waiting out owlSyncIntervalMinMs.
+   * A one-off wait for durability (close; urge() is the form for callers that wait a while): the
+   * next journal sync starts as soon as the running one (if any) ends, without waiting out
+   * owlSyncIntervalMinMs.
    */
   hurry(): void {
     this.#hurried = true;
