@@ -117,7 +117,7 @@ interface Queued {
   readonly buffers: readonly Uint8Array[];
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
-  readonly written?: () => void;
+  readonly written: (() => void) | undefined;
 }
 
 export interface OwlOptions {
@@ -331,7 +331,19 @@ export class Owl {
           if (!this.#fits(recordBytes)) await this.#waitForRoom(recordBytes);
           this.#check();
           // Encoded before the list changes: a header that cannot be made leaves no hole in the chain.
-          const header = encodeOwlRecordHeader({ ...a, seq: this.#nextSeq, volumeId: this.volumeId, payloadBytes });
+          // Field by field, not a spread of `a`: the spread took a slow path (about 3 µs a record,
+          // profiled at 4 KiB random writes), a literal of fixed shape does not.
+          const header = encodeOwlRecordHeader({
+            seq: this.#nextSeq,
+            volumeId: this.volumeId,
+            first: a.first,
+            count: a.count,
+            epoch: a.epoch,
+            generation: a.generation,
+            targets: a.targets,
+            slotBytes: a.slotBytes,
+            payloadBytes,
+          });
           let pos = this.#head;
           let bytes = recordBytes;
           if (pos + recordBytes > this.ringBytes) {
@@ -346,8 +358,7 @@ export class Owl {
           const pad = recordBytes - owlRecordHeaderBytes - payloadBytes;
           const shares = joinAdjacent(a.shares);
           const buffers = pad > 0 ? [header, ...shares, zeroPad.subarray(0, pad)] : [header, ...shares];
-          const w = written[k];
-          this.#queue.push({ entry, recordBytes, buffers, resolve: recordDone, reject: recordFailed, ...(w ? { written: w } : {}) });
+          this.#queue.push({ entry, recordBytes, buffers, resolve: recordDone, reject: recordFailed, written: written[k] });
           this.#kick();
         }
       });

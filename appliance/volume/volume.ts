@@ -1114,7 +1114,8 @@ export class Volume {
       zero ??= new Uint8Array(count);
       zero[i] = 1;
     }
-    await this.recorder.add({ first, count, blocks, zero, appended, ...(journaled ? { journaled } : {}) });
+    // A literal of one shape (no conditional spread): spreads took a slow path on this per-write line.
+    await this.recorder.add({ first, count, blocks, zero, appended, journaled });
   }
 
   /**
@@ -1334,7 +1335,12 @@ export class Volume {
     items.forEach((item, group) => {
       item.cancel = () => Atomics.store(cancel, group, 1);
     });
-    const flat = await this.runner.writeSlots!({ writes: items.flatMap((item, group) => item.writes.map((w) => ({ ...w, group }))), cancel });
+    // Field by field, not `{ ...w, group }`: three of these per 4 KiB write, and the spread is slow.
+    const writes: SlotWrite[] = [];
+    items.forEach((item, group) => {
+      for (const w of item.writes) writes.push({ fd: w.fd, offset: w.offset, data: w.data, group });
+    });
+    const flat = await this.runner.writeSlots!({ writes, cancel });
     let at = 0;
     return items.map((item) => {
       at += item.writes.length;
@@ -1856,7 +1862,7 @@ interface RecordWrite {
   /** Receives the record's journal entry once it is journalled. */
   readonly appended: OwlEntry[];
   /** Called once the record is in the journal file (the write may be acknowledged). */
-  readonly journaled?: () => void;
+  readonly journaled: (() => void) | undefined;
 }
 
 /** One record's shares, one buffer per target in the group's target order. */
