@@ -16,7 +16,7 @@ export class ByteReader {
   readonly #readAheadBytes: number;
   #chunks: Buffer[] = [];
   #buffered = 0;
-  #pending: { bytes: number; resolve: (b: Buffer) => void; reject: (e: Error) => void; into?: (bytes: number) => Buffer } | undefined;
+  #pending: { bytes: number; resolve: (b: Buffer) => void; reject: (e: Error) => void; into: ((bytes: number) => Buffer) | undefined } | undefined;
   #closed: Error | undefined;
   readonly #onData = (chunk: Buffer): void => this.#push(chunk);
   // after 'end' whole frames already read ahead are still served: a peer may half-close and wait for replies
@@ -52,7 +52,7 @@ export class ByteReader {
     }
     if (this.#closed !== undefined) return Promise.reject(this.#closed);
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending = { bytes, resolve, reject, ...(into ? { into } : {}) };
+      this.#pending = { bytes, resolve, reject, into };
       this.#flow();
     });
   }
