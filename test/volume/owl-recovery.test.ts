@@ -36,6 +36,9 @@ test('a strip absent at recovery does not make the replay drop a torn write (3-o
     await fx.volume.flush();
     const before = await Promise.all([0, 1].map((i) => fx.volume.stripAt(i)!.readSlots(0, 1)));
     await fx.volume.write(0, newData);
+    // The volume's own strip writes done first (a write is acknowledged before its shares go out),
+    // so none of them lands after the simulated crash below and undoes it.
+    await fx.volume.settleAcknowledged();
     for (const i of [0, 1]) await fx.volume.stripAt(i)!.writeSlots(0, before[i]!); // the crash: 0 and 1 kept the old shares
     // Restart with strip 3's device offline: 3 of 4 strips are enough to open and serve.
     const v = await fx.reopen(fx.devices.map((d, i) => (i === 3 ? null : d)));
@@ -53,6 +56,7 @@ test('sequence numbers are skipped after every recovery, also when the chain was
     const before = await Promise.all([0, 1, 2].map((i) => fx.volume.stripAt(i)!.readSlots(1, 1)));
     await fx.volume.write(0, randomBytes(4096)); // seq 1
     await fx.volume.write(4096, x); // seq 2
+    await fx.volume.settleAcknowledged(); // (as above: no late strip write undoes the crash below)
     // The crash: one group {1, 2} whose sync never finished; record 2 reached the disk, record 1
     // did not, so none of record 2's shares went out.
     for (const i of [0, 1, 2]) await fx.volume.stripAt(i)!.writeSlots(1, before[i]!);

@@ -7,7 +7,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import test from 'ava';
 import { Owl, owlGroupsInFlightMax, type OwlAppend } from '../../appliance/volume/owl.ts';
 import { owlVolume, owlVolumeBlockBytes } from '../helpers/owl-volume.ts';
@@ -27,11 +27,11 @@ test('records are written at once but journaled only at the next sync, which wai
     t.teardown(() => owl.close());
     // The first sync has nothing before it to be spaced from.
     await owl.append(record(0));
-    let written = false;
     let journaled = false;
-    const second = owl.append(record(1), { written: () => (written = true) }).then((e) => ((journaled = true), e));
-    await sleep(300);
-    t.true(written, 'the record is in the file (its write acknowledged) without a sync');
+    let markWritten!: () => void;
+    const written = new Promise<void>((resolve) => (markWritten = resolve));
+    const second = owl.append(record(1), { written: markWritten }).then((e) => ((journaled = true), e));
+    t.true(await prompt(written), 'the record is in the file (its write acknowledged) without a sync');
     t.false(journaled, 'it is not journaled before the next sync, which is being spaced');
     owl.hurry();
     const entry = await second;
@@ -46,15 +46,16 @@ test('more groups than owlGroupsInFlightMax are written while their sync is held
     await owl.append(record(0));
     const groups = owlGroupsInFlightMax + 4;
     let written = 0;
+    let markAll!: () => void;
+    const all = new Promise<void>((resolve) => (markAll = resolve));
     const pending: Promise<unknown>[] = [];
     for (let i = 1; i <= groups; i++) {
-      pending.push(owl.append(record(i), { written: () => written++ }));
+      pending.push(owl.append(record(i), { written: () => ++written === groups && markAll() }));
       // One group per turn of the event loop.
       await nextTurn();
       await nextTurn();
     }
-    await sleep(200);
-    t.is(written, groups, 'every group was written (and could be acknowledged) with no sync since the first');
+    t.true(await prompt(all), `every group was written (and could be acknowledged) with no sync since the first (${written} of ${groups})`);
     owl.hurry();
     await Promise.all(pending);
   });

@@ -10,7 +10,7 @@
  * it waited, is a violation; and every write must read back, live and after a reopen.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -169,6 +169,11 @@ test.serial('a worker pwrite answered late (after its write was redone through t
   });
   const inner = new SplitPool(1, { ioWorkers: 1 });
   t.teardown(() => inner.close());
+  // The I/O worker started and answering before the volume's 300 ms deadlines apply: a worker still
+  // loading (seconds on a loaded machine) would time out writes that this test does not mean to.
+  const scratch = await open(join(dir, 'warm-up'), 'w+');
+  t.deepEqual(await inner.writeSlots({ writes: [{ fd: scratch.fd, offset: 0, data: new Uint8Array(4096), group: 0 }], cancel: new Int32Array(new SharedArrayBuffer(4)) }), [null]);
+  await scratch.close();
   // The next slot write is either answered only once its writer gave up on it (its cancel flag is
   // set) — the pwrite already under way still happens — or abandoned (as SplitPool.abandon does),
   // its pwrite landing much later. The others go to the pool's I/O worker.

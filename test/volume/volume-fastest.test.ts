@@ -23,13 +23,16 @@ test('a strip that hangs does not hold reads up: the other strips answer, and it
   const data = randomBytes(size);
   await v.write(0, data);
   devices[0]!.setProbabilities({ delay: 1 });
-  for (let i = 0; i < 5; i++) {
+  const reads = 8;
+  for (let i = 0; i < reads; i++) {
     const off = i * 256 * 1024;
     t.true((await v.read(off, 256 * 1024)).equals(data.subarray(off, off + 256 * 1024)));
   }
-  // Strip 0 was asked first at most once or twice before it was ranked behind the others.
+  // Strip 0 was asked first only a few times before it was ranked behind the others (a read of
+  // another strip slowed by a busy machine can rank it ahead again once or twice); a strip that is
+  // never moved down would be asked on every read.
   const asked = devices[0]!.faults.filter((f) => f.kind === 'delay' && f.op === 'read').length;
-  t.true(asked >= 1 && asked <= 2, `strip 0 asked ${asked} times`);
+  t.true(asked >= 1 && asked <= 3, `strip 0 asked ${asked} times in ${reads} reads`);
   t.is(v.health().strips[0]!.state, 'healthy', 'slow is not failed');
   devices[0]!.setProbabilities({});
   for (const release of held.splice(0)) release();

@@ -142,8 +142,8 @@ test('a worker write given up on (still in flight) holds its write until it sett
     // (and its range stays locked) while the held worker write may still land (up to 1 s more).
     await new Promise((r) => setTimeout(r, 1400));
     t.false(olderDone, 'the first write waits for its stuck worker write');
+    // Queued behind w1's range at once (write() asks for the lock before its first await).
     const w2 = v.write(0, newer);
-    await new Promise((r) => setTimeout(r, 100));
     release();
     await w1;
     await w2;
