@@ -12,7 +12,7 @@
  *
  * STRIPVAULT_NATIVE_SEAL=0 forces the JavaScript engine (for comparison, or if the addon is suspect).
  */
-import { hash, randomFillSync } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ import { ErrorCode, fail } from '../errors.ts';
 import { sectionBytes } from '../strip/layout.ts';
 import type { BatchShape, KeyTable } from './batch.ts';
 import { validateBlockBytes, validateGeometry } from './geometry.ts';
+import { withRandomBytes } from './random.ts';
 import { parityMatrix } from './reed-solomon.ts';
 import { addressMax, epochMax, generationMax } from './share-binding.ts';
 
@@ -200,40 +201,44 @@ export function sealNative(c: NativeSealCall, aontKeys?: Uint8Array): boolean {
     const g = c.generations[i]!;
     check(Number.isInteger(a) && a >= 0 && a <= addressMax && Number.isInteger(g) && g >= 1 && g <= generationMax, 'address or generation out of range');
   }
-  const keysBuf = aontKeys ?? randomFillSync(Buffer.allocUnsafe(count * aontKeyBytes));
-  let sessionKeys: Uint8Array | null = null;
-  try {
-    const k = sealKeys(c.keys, c.targets);
-    sessionKeys = k.keys;
-    addon.seal({
-      blocks: c.blocks,
-      aontKeys: keysBuf,
-      zero: c.zero,
-      volumeId: c.volumeId,
-      count,
-      blockBytes: c.blockBytes,
-      m: c.m,
-      n: c.n,
-      slotBytes: c.slotBytes,
-      epoch: c.epoch,
-      addresses: c.addresses,
-      generations: c.generations,
-      parity: parity(c.m, c.n),
-      targets: Uint8Array.from(c.targets),
-      outs: c.outs,
-      outOffsets: c.outOffsets,
-      keys: k.keys,
-      keyIdx: k.keyIdx,
-      keySlot: k.keySlot,
-      sections: k.sections,
-      sectionFirst: c.keys.sectionFirst,
-      sectionBytes,
-    });
-  } finally {
-    // The copy of the session keys is cleared whether the call succeeded or threw.
-    sessionKeys?.fill(0);
-    if (aontKeys === undefined) keysBuf.fill(0);
-  }
+  const engine = addon;
+  const sealWith = (keysBuf: Uint8Array): void => {
+    let sessionKeys: Uint8Array | null = null;
+    try {
+      const k = sealKeys(c.keys, c.targets);
+      sessionKeys = k.keys;
+      engine.seal({
+        blocks: c.blocks,
+        aontKeys: keysBuf,
+        zero: c.zero,
+        volumeId: c.volumeId,
+        count,
+        blockBytes: c.blockBytes,
+        m: c.m,
+        n: c.n,
+        slotBytes: c.slotBytes,
+        epoch: c.epoch,
+        addresses: c.addresses,
+        generations: c.generations,
+        parity: parity(c.m, c.n),
+        targets: Uint8Array.from(c.targets),
+        outs: c.outs,
+        outOffsets: c.outOffsets,
+        keys: k.keys,
+        keyIdx: k.keyIdx,
+        keySlot: k.keySlot,
+        sections: k.sections,
+        sectionFirst: c.keys.sectionFirst,
+        sectionBytes,
+      });
+    } finally {
+      // The copy of the session keys is cleared whether the call succeeded or threw.
+      sessionKeys?.fill(0);
+    }
+  };
+  // Fresh per-block keys, cleared after the call (withRandomBytes clears its own).
+  if (aontKeys !== undefined) sealWith(aontKeys);
+  else withRandomBytes(count * aontKeyBytes, sealWith);
   return true;
 }
 

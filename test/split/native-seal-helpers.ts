@@ -8,7 +8,7 @@
 import crypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import type { KeyTable, SealBatch } from '../../appliance/split/batch.ts';
-import { randomKey } from '../../appliance/split/random.ts';
+import { randomBulkBytes, randomKey, withRandomBytes } from '../../appliance/split/random.ts';
 import { addressMax, generationMax, epochMax } from '../../appliance/split/share-binding.ts';
 import { keySlotsPerSection, sectionOfSlot, slotBytesFor } from '../../appliance/strip/layout.ts';
 
@@ -126,8 +126,12 @@ export function installKeyTap(): void {
   }
 }
 
-/** Leaves random.ts's pool empty (and learns which buffer it is). */
+/**
+ * Leaves random.ts's pools empty (and learns which buffer the key pool is): the next native seal's
+ * keys then come from a refill of the bulk pool, which the tap fills.
+ */
 function emptyPool(): void {
+  withRandomBytes(randomBulkBytes, () => undefined);
   randomKey(randomPoolBytes).fill(0);
   capturing = true;
   try {
