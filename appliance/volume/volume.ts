@@ -10,7 +10,7 @@ import { validateBlockBytes, validateGeometry } from '../split/geometry.ts';
 import { addressMax, volumeIdBytes } from '../split/share-binding.ts';
 import { sharedBuffers } from '../split/shared-buffers.ts';
 import { copyBytes, nativeSeal } from '../split/native-seal.ts';
-import { openBatch, sealRuns, sealedRunOffsets, type BatchGeometry, type BatchShape, type BlockOutcome, type KeyTable, type SealRun } from '../split/batch.ts';
+import { openBatch, sealRuns, sealedRunOffsets, type BatchGeometry, type BatchShape, type BlockOutcome, type KeyTable, type SealRun, type SealRunsBatch } from '../split/batch.ts';
 import type { IoStrip, SlotWrite } from '../split/io-batch.ts';
 import { TickBatcher } from '../split/tick-batcher.ts';
 import { HandleDevice } from '../device/handle-device.ts';
@@ -1284,7 +1284,7 @@ export class Volume {
       this.sealedInlineThisTurn += total;
       // No worker is involved: the buffer goes back to the pool whatever happens.
       try {
-        sealRuns({ ...this.batchShape(runs), blocks: items.map((it) => it.blocks), runs, out: packed });
+        sealRuns(this.sealRunsBatch(runs, items.map((it) => it.blocks), packed));
       } catch (e) {
         sharedBuffers.give(packed);
         throw e;
@@ -1292,7 +1292,7 @@ export class Volume {
     } else if (items.every((it) => it.blocks.buffer instanceof SharedArrayBuffer)) {
       // Not given back if the job fails: a worker that is being replaced may still be writing into it.
       // Already in shared memory (NBD payloads received there): the worker reads them in place.
-      await this.runner.sealRuns({ ...this.batchShape(runs), blocks: items.map((it) => it.blocks), runs, out: packed });
+      await this.runner.sealRuns(this.sealRunsBatch(runs, items.map((it) => it.blocks), packed));
     } else {
       // Packed straight into shared memory: the one copy the blocks make on their way to a worker.
       const blocks = sharedBuffers.take(items.reduce((a, it) => a + it.blocks.length, 0));
@@ -1302,7 +1302,7 @@ export class Volume {
           copyBytes(blocks, at, it.blocks);
           at += it.blocks.length;
         }
-        await this.runner.sealRuns({ ...this.batchShape(runs), blocks, runs, out: packed });
+        await this.runner.sealRuns(this.sealRunsBatch(runs, blocks, packed));
       } finally {
         // The job has settled: no worker reads these any more (one abandoned mid-job may, harmlessly).
         sharedBuffers.give(blocks);
@@ -1346,6 +1346,15 @@ export class Volume {
       at += item.writes.length;
       return flat.slice(at - item.writes.length, at);
     });
+  }
+
+  /**
+   * A seal job for runs: batchShape's fields one by one, not spread (a spread of them took a slow
+   * path, about 1 % of the CPU at 4 KiB random writes, profiled).
+   */
+  private sealRunsBatch(runs: readonly SealRun[], blocks: Uint8Array | readonly Uint8Array[], out: Uint8Array): SealRunsBatch {
+    const s = this.batchShape(runs);
+    return { volumeId: s.volumeId, m: s.m, n: s.n, blockBytes: s.blockBytes, slotBytes: s.slotBytes, keys: s.keys, blocks, runs, out };
   }
 
   /** Geometry and keys for a batch of runs: the key table covers every section they touch. */
