@@ -1332,7 +1332,19 @@ export class Volume {
   }
 
   private async fdReadItems(items: readonly FdReadItem[]): Promise<FdReadResult[]> {
-    const r = await this.runner.readOpen!({ ...this.batchShape(items), strips: items[0]!.strips, runs: items.map(({ first, count }) => ({ first, count })), stale: items[0]!.stale });
+    // Field by field, as sealRunsBatch: no spread of batchShape per read job.
+    const shape = this.batchShape(items);
+    const r = await this.runner.readOpen!({
+      volumeId: shape.volumeId,
+      m: shape.m,
+      n: shape.n,
+      blockBytes: shape.blockBytes,
+      slotBytes: shape.slotBytes,
+      keys: shape.keys,
+      strips: items[0]!.strips,
+      runs: items.map(({ first, count }) => ({ first, count })),
+      stale: items[0]!.stale,
+    });
     if (!r.ok) return items.map(() => null);
     const all = asBuffer(r.blocks);
     let at = 0;
