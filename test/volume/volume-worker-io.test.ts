@@ -140,10 +140,13 @@ test('a worker write given up on (still in flight) holds its write until it sett
     const w1 = v.write(0, older).then(() => (olderDone = true));
     // Past the worker timeout (1 s) the write is redone through the devices, but it is not answered
     // (and its range stays locked) while the held worker write may still land (up to 1 s more).
-    await new Promise((r) => setTimeout(r, 1400));
+    await new Promise((r) => setTimeout(r, 1200));
     t.false(olderDone, 'the first write waits for its stuck worker write');
-    // Queued behind w1's range at once (write() asks for the lock before its first await).
     const w2 = v.write(0, newer);
+    // Time for w2 to overtake if w1's range were (wrongly) free: it would seal and write newer
+    // shares that the held older write then lands on. Released well inside the second of grace the
+    // volume gives the held write (1.3 s of 2).
+    await new Promise((r) => setTimeout(r, 100));
     release();
     await w1;
     await w2;
