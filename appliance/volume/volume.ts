@@ -819,7 +819,7 @@ export class Volume {
     // Whole blocks: no read-modify-write and no copy; seal straight from the caller's bytes.
     const first = offset / bb;
     const count = data.length / bb;
-    const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const release = await this.lock.acquire(first, first + count - 1, 'exclusive');
     // Acknowledged once every record of the write is in the journal file: from then on it survives
     // a crash of this process, as a write qemu-nbd has put in the page cache does, and a FLUSH (or
@@ -1117,9 +1117,10 @@ export class Volume {
     if (!cached) this.cache.putRun(first, blocks);
   }
 
-  private async sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean, appended: OwlEntry[] = [], journaled?: () => void): Promise<void> {
+  /** Not async: one promise (the recorder's) per write instead of two; a throw here reaches writeRecord's catch all the same. */
+  private sealAndWrite(first: number, blocks: Buffer, isZero: (i: number) => boolean, appended: OwlEntry[] = [], journaled?: () => void): Promise<void> {
     this.checkNotClosed();
-    if (this.available().length < this.m) this.unavailable('write');
+    if (this.availableCount() < this.m) this.unavailable('write');
     const count = blocks.length / this.blockBytes;
     let zero: Uint8Array | null = null;
     for (let i = 0; i < count; i++) {
@@ -1128,7 +1129,7 @@ export class Volume {
       zero[i] = 1;
     }
     // A literal of one shape (no conditional spread): spreads took a slow path on this per-write line.
-    await this.recorder.add({ first, count, blocks, zero, appended, journaled });
+    return this.recorder.add({ first, count, blocks, zero, appended, journaled });
   }
 
   /**
@@ -1140,7 +1141,7 @@ export class Volume {
    */
   private async writeGroup(items: readonly RecordWrite[]): Promise<void[]> {
     this.checkNotClosed();
-    if (this.available().length < this.m) this.unavailable('write');
+    if (this.availableCount() < this.m) this.unavailable('write');
     const total = items.reduce((a, it) => a + it.count, 0);
     const generation = await this.ledger.take(total);
     // Chosen after the reservation: only strips whose header durably covers these generations may
@@ -1637,7 +1638,14 @@ export class Volume {
   }
 
   available(): Member[] {
-    return this.members.filter((m) => m.strip !== null && (m.state === 'healthy' || m.state === 'stale'));
+    return this.members.filter(isAvailable);
+  }
+
+  /** available().length without the array (checked on every write). */
+  private availableCount(): number {
+    let n = 0;
+    for (const m of this.members) if (isAvailable(m)) n++;
+    return n;
   }
 
   private async onEachAvailable(op: (strip: Strip, mem: Member) => Promise<void>, what: string): Promise<void> {
@@ -1838,6 +1846,10 @@ const noZeroes = (): boolean => false;
  * rejection repeats `done`'s, which they do see. Unmarked, a failed partial-block write left an
  * unhandled rejection behind, and Node ends the process on one.
  */
+function isAvailable(m: Member): boolean {
+  return m.strip !== null && (m.state === 'healthy' || m.state === 'stale');
+}
+
 function observed<T>(p: Promise<T>): Promise<T> {
   p.catch(() => undefined);
   return p;
